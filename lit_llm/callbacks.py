@@ -1,0 +1,102 @@
+"""Trainer callbacks: token throughput and MFU, periodic sample generations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    return batch["input_ids"].size(0)
+
+
+def _num_tokens(batch: dict[str, Any]) -> int:
+    return batch["input_ids"].numel()
+
+
+class TokenThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor for token batches: samples/s, tokens/s, FLOP/s and MFU.
+
+    MFU needs the module's `flops_per_batch` (stages measure it with `measure_flops`) and the
+    device's peak, which Lightning looks up from the device name and precision; on a CPU there is
+    no known peak, so MFU is not logged there.
+    """
+
+    def __init__(self, window_size: int = 50, separator: str = "/") -> None:
+        super().__init__(batch_size_fn=_batch_size, length_fn=_num_tokens, window_size=window_size, separator=separator)
+
+
+class SampleGeneration(pl.Callback):
+    """Generate from fixed prompts every `every_n_steps` optimizer steps and at the end of training.
+
+    Samples are printed, appended to `samples.jsonl` in the run's log folder, and sent to the logger
+    as a text table when it supports one (W&B).
+    """
+
+    def __init__(
+        self,
+        prompts: list[str],
+        every_n_steps: int = 200,
+        max_new_tokens: int = 48,
+        temperature: float = 0.8,
+        top_k: int | None = 50,
+        seed: int = 0,
+    ) -> None:
+        self.prompts = prompts
+        self.every_n_steps = every_n_steps
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.seed = seed
+        self._last_step = -1
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self.generate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step != self._last_step:
+            self.generate(trainer, pl_module)
+
+    @rank_zero_only
+    def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
+        self._last_step = trainer.global_step
+        tokenizer = getattr(pl_module, "tokenizer", None)
+        if tokenizer is None or not self.prompts:
+            return []
+        model = pl_module.model
+        stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+        room = model.config.block_size
+        texts = []
+        for prompt in self.prompts:
+            ids = tokenizer.encode(prompt)[-(room - self.max_new_tokens) :]
+            out = model.generate(
+                [ids],
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                stop_tokens=stops,
+                seed=self.seed,
+            )[0]
+            texts.append(tokenizer.decode(out))
+        rank_zero_info(f"samples at step {trainer.global_step}:")
+        for prompt, text in zip(self.prompts, texts):
+            rank_zero_info(f"  {prompt!r} -> {text!r}")
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        if log_dir:
+            path = Path(log_dir) / "samples.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                for prompt, text in zip(self.prompts, texts):
+                    f.write(json.dumps({"step": trainer.global_step, "prompt": prompt, "completion": text}) + "\n")
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_text"):
+                rows = [[trainer.global_step, p, t] for p, t in zip(self.prompts, texts)]
+                logger.log_text(key="samples", columns=["step", "prompt", "completion"], data=rows)
+        return texts

@@ -1,0 +1,77 @@
+"""Reading checkpoints safely (`weights_only=True`: no pickled code runs) and rebuilding models from them.
+
+Every stage stores a `"lit_llm"` entry beside Lightning's state: the model config, the tokenizer
+JSON and the stage name, so a checkpoint file alone is enough to generate from or to chain into the
+next stage.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_llm.errors import CheckpointError
+from lit_llm.model import GPT, Config
+
+META_KEY = "lit_llm"
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A .ckpt file, or a run/checkpoint folder holding `last.ckpt` (directly or under checkpoints/)."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "last.ckpt", path / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"no checkpoint in folder {path} (looked for last.ckpt and checkpoints/last.ckpt)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict, loaded with `weights_only=True`; one clear error if it is missing or corrupt."""
+    path = resolve_checkpoint_path(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"could not read checkpoint {path}: not a PyTorch checkpoint (truncated or corrupt file)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"could not read checkpoint {path}: {first_line}") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
+    return ckpt
+
+
+def checkpoint_meta(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
+    meta = ckpt.get(META_KEY)
+    if not isinstance(meta, dict) or "model_config" not in meta:
+        raise CheckpointError(f"{path} was not written by a lit_llm stage (no '{META_KEY}' metadata)")
+    return meta
+
+
+def submodule_state(state_dict: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The entries under `prefix`, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
+    """The GPT stored in a lit_llm checkpoint, in eval mode, and the checkpoint's metadata."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    meta = checkpoint_meta(ckpt, path)
+    model = GPT(Config.from_dict(meta["model_config"]))
+    load_weights(model, submodule_state(ckpt["state_dict"]), source=path)
+    return model.eval(), meta
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+        )

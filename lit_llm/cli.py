@@ -1,0 +1,109 @@
+"""The `lit-llm` command: LightningCLI for fit/validate/test, jsonargparse for the other commands."""
+
+from __future__ import annotations
+
+import sys
+
+from jsonargparse import auto_cli
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+from lit_llm.errors import LitLLMError
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+
+USAGE = """usage: lit-llm COMMAND [options]
+
+commands:
+  fit        train a stage:           lit-llm fit --config configs/pretrain/tiny.yaml
+  validate   evaluate on the val set: lit-llm validate --config CONFIG --ckpt_path CKPT
+  test       evaluate on the test set
+  generate   sample from a checkpoint: lit-llm generate --checkpoint CKPT --prompt TEXT
+
+'lit-llm COMMAND --help' lists a command's options; 'lit-llm fit --print_config' prints a full config.
+"""
+
+
+class LitLLMCLI(LightningCLI):
+    """LightningCLI in subclass mode: any stage and data module can be named by class_path in YAML."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+
+def generate(
+    checkpoint: str,
+    prompt: str,
+    max_new_tokens: int = 100,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    seed: int | None = 1337,
+    device: str = "auto",
+) -> None:
+    """Print continuations of a prompt from a lit_llm checkpoint.
+
+    Args:
+        checkpoint: a .ckpt file, or a run folder holding checkpoints/last.ckpt.
+        prompt: text to continue.
+        max_new_tokens: tokens to generate per sample.
+        temperature: sampling temperature; 0 is greedy.
+        top_k: sample among the k most likely tokens (None = all).
+        top_p: nucleus sampling mass.
+        num_samples: independent samples to print.
+        seed: random seed of the sampler.
+        device: "auto", "cpu" or "cuda".
+    """
+    from lit_llm.generation import generate_from_checkpoint
+
+    texts = generate_from_checkpoint(
+        checkpoint,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        num_samples=num_samples,
+        seed=seed,
+        device=device,
+    )
+    for i, text in enumerate(texts):
+        if num_samples > 1:
+            print(f"--- sample {i + 1}")
+        print(prompt + text)
+
+
+COMMANDS = {"generate": generate}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    try:
+        if argv[0] in COMMANDS:
+            auto_cli(COMMANDS[argv[0]], args=argv[1:], as_positional=False, prog=f"lit-llm {argv[0]}")
+        elif argv[0] in TRAINER_COMMANDS:
+            LitLLMCLI(args=argv)
+        else:
+            print(USAGE, file=sys.stderr)
+            print(f"lit-llm: error: unknown command {argv[0]!r}", file=sys.stderr)
+            raise SystemExit(2)
+    except LitLLMError as exc:
+        print(f"lit-llm: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The built-in corpus: short English documents generated from a small grammar, no downloads.
+
+The text has real structure for a tiny model to learn (agreement, recurring characters, simple
+arithmetic that is stated and then used), so validation loss falls visibly within a CPU minute.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+NAMES = ["Ada", "Ben", "Cleo", "Dev", "Ema", "Finn", "Gus", "Hana", "Ivo", "Juno", "Kai", "Lena", "Milo", "Nia"]
+ANIMALS = ["fox", "owl", "cat", "dog", "bear", "hare", "wolf", "duck", "frog", "mouse"]
+ADJECTIVES = ["small", "brave", "quiet", "clever", "happy", "sleepy", "curious", "kind", "old", "young"]
+PLACES = ["forest", "village", "garden", "valley", "harbor", "meadow", "library", "market", "castle", "farm"]
+OBJECTS = ["lamp", "map", "key", "book", "basket", "kite", "drum", "hat", "boat", "bell"]
+COLORS = ["red", "blue", "green", "yellow", "white", "black", "brown", "orange"]
+FRUITS = ["apple", "pear", "plum", "orange", "lemon", "peach", "cherry", "fig"]
+ACTIVITIES = [
+    "walked to the river",
+    "read a long book",
+    "painted the fence",
+    "baked fresh bread",
+    "watched the clouds",
+    "sang an old song",
+    "fixed the wooden cart",
+    "planted new seeds",
+]
+FEELINGS = ["glad", "surprised", "proud", "tired", "excited", "thankful"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def _story(rng: random.Random) -> str:
+    name, friend = rng.sample(NAMES, 2)
+    animal, adj, place = rng.choice(ANIMALS), rng.choice(ADJECTIVES), rng.choice(PLACES)
+    obj, color = rng.choice(OBJECTS), rng.choice(COLORS)
+    lines = [
+        f"Once upon a time, {name} the {adj} {animal} lived in the {place}.",
+        f"Every morning, {name} {rng.choice(ACTIVITIES)}.",
+        f"One day, {name} found a {color} {obj} near the {rng.choice(PLACES)}.",
+        f'"What a strange {obj}," said {name}. "I will show it to {friend}."',
+        f"{friend} looked at the {color} {obj} and felt {rng.choice(FEELINGS)}.",
+    ]
+    if rng.random() < 0.6:
+        lines.append(f"Together, {name} and {friend} {rng.choice(ACTIVITIES)}.")
+    lines.append(f"From that day on, {name} kept the {obj} in the {place}.")
+    return " ".join(lines)
+
+
+def _plural(word: str, n: int) -> str:
+    if n == 1:
+        return word
+    return word[:-1] + "ies" if word.endswith("y") else word + "s"
+
+
+def _arithmetic(rng: random.Random) -> str:
+    name, friend = rng.sample(NAMES, 2)
+    fruit = rng.choice(FRUITS)
+    a, b = rng.randint(1, 5), rng.randint(1, 5)
+    lines = [
+        f"{name} has {NUMBER_WORDS[a]} {_plural(fruit, a)}.",
+        f"{friend} gives {name} {NUMBER_WORDS[b]} more.",
+        f"Now {name} has {NUMBER_WORDS[a + b]} {_plural(fruit, a + b)}.",
+    ]
+    if rng.random() < 0.5:
+        c = rng.randint(1, a + b)
+        rest = a + b - c
+        lines += [
+            f"{name} eats {NUMBER_WORDS[c]} of them.",
+            f"Now {name} has {NUMBER_WORDS[rest]} {_plural(fruit, rest)} left.",
+        ]
+    return " ".join(lines)
+
+
+def _description(rng: random.Random) -> str:
+    place = rng.choice(PLACES)
+    parts = [f"In the {place} there is a {rng.choice(COLORS)} {rng.choice(OBJECTS)}."]
+    for _ in range(rng.randint(2, 4)):
+        parts.append(f"Next to it sits a {rng.choice(ADJECTIVES)} {rng.choice(ANIMALS)} with a {rng.choice(OBJECTS)}.")
+    parts.append(f"People who visit the {place} say it is a {rng.choice(ADJECTIVES)} place.")
+    return " ".join(parts)
+
+
+def generate_corpus(num_documents: int = 6000, seed: int = 0) -> Iterator[str]:
+    """Yield `num_documents` documents; the same seed always gives the same corpus."""
+    rng = random.Random(seed)
+    kinds = [_story, _arithmetic, _description]
+    for _ in range(num_documents):
+        n_paragraphs = rng.randint(1, 3)
+        yield "\n\n".join(rng.choice(kinds)(rng) for _ in range(n_paragraphs))

@@ -1,0 +1,280 @@
+"""PretrainDataModule: windows of block_size + 1 tokens from memory-mapped token files."""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lit_llm.data.shards import TokenFile, open_token_file, write_documents
+from lit_llm.data.tokenizer import Tokenizer
+from lit_llm.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+class WindowDataset(Dataset):
+    """Item `start` is the window tokens[start : start + block_size + 1], split into inputs and targets."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int) -> None:
+        self.tokens = tokens
+        self.block_size = block_size
+
+    def __len__(self) -> int:
+        return len(self.tokens) - self.block_size
+
+    def __getitem__(self, start: int) -> dict[str, torch.Tensor]:
+        window = torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
+        return {"input_ids": window[:-1], "targets": window[1:]}
+
+
+class WindowSampler(DistributedSampler):
+    """Window start offsets for one rank: one global order per epoch, dealt out round-robin to ranks.
+
+    Sequential mode walks the corpus in order; random mode shifts the window grid by a random offset
+    each epoch and shuffles the windows, so every token is seen about once per epoch. Because every
+    rank derives the same global order, N ranks at micro-batch b see exactly the windows one process
+    sees at micro-batch N*b. It subclasses DistributedSampler so Lightning does not wrap it again.
+    """
+
+    def __init__(
+        self, dataset: WindowDataset, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.block_size = dataset.block_size
+        self.num_tokens = len(dataset.tokens)
+        self.num_windows = (self.num_tokens - 1) // self.block_size
+        self.skip = 0  # samples of the current epoch already consumed before a resume
+
+    def __len__(self) -> int:
+        return self.num_windows // self.num_replicas
+
+    def global_order(self, epoch: int) -> np.ndarray:
+        starts = np.arange(self.num_windows, dtype=np.int64) * self.block_size
+        if not self.shuffle:
+            return starts
+        rng = np.random.default_rng([self.seed, epoch])
+        max_shift = self.num_tokens - 1 - self.num_windows * self.block_size
+        return rng.permutation(starts) + int(rng.integers(0, max_shift + 1))
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self)
+        mine = self.global_order(self.epoch)[self.rank : n * self.num_replicas : self.num_replicas]
+        skip, self.skip = self.skip, 0
+        return iter(mine[skip:].tolist())
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that remembers how many samples of the epoch it handed out.
+
+    Lightning stores `state_dict()` in the checkpoint and calls `load_state_dict()` on resume, so a
+    resumed run neither repeats nor skips batches. The count is kept in the main process, so it is
+    exact with worker processes too.
+    """
+
+    sampler: WindowSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumed = 0
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self):
+        state, self._resume = self._resume, None
+        self.consumed = 0
+        if state is not None and state["epoch"] == self.sampler.epoch and state["consumed"] < len(self.sampler):
+            self.sampler.skip = self.consumed = state["consumed"]
+        for batch in super().__iter__():
+            self.consumed += self.batch_size
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "consumed": self.consumed, "world_size": self.sampler.num_replicas}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("world_size", self.sampler.num_replicas) != self.sampler.num_replicas:
+            log.warning(
+                "resuming on %d processes from a checkpoint written by %d: the interrupted epoch restarts",
+                self.sampler.num_replicas,
+                state["world_size"],
+            )
+            return
+        self._resume = dict(state)
+
+
+class PretrainDataModule(LightningDataModule):
+    """Next-token windows from `train.bin` / `val.bin` token files in `data_dir`.
+
+    Args:
+        data_dir: folder with the token files (and their .json sidecars and tokenizer.json).
+        block_size: tokens per training example (each window holds block_size + 1 tokens).
+        batch_size: micro-batch size per process.
+        sampling: "random" (shuffled windows, new grid offset each epoch) or "sequential".
+        train_file: token file for training, relative to data_dir.
+        val_file: token file for validation; when absent, `val_fraction` of the training tokens is held out.
+        val_fraction: tail of the training tokens held out for validation when there is no val_file.
+        vocab_size: vocabulary size; required only for raw token files without a sidecar (nanoGPT's).
+        text: text files or globs (one document per file), or ["builtin"] for the generated corpus;
+            tokenized into data_dir when its token files do not exist yet.
+        tokenizer: tokenizer.json to tokenize `text` with; when None a byte-level BPE is trained.
+        tokenizer_vocab_size: vocabulary size of the trained BPE.
+        builtin_documents: number of documents of the built-in corpus.
+        num_workers: DataLoader worker processes.
+        seed: seed of the window order.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/pretrain",
+        block_size: int = 128,
+        batch_size: int = 16,
+        sampling: Literal["random", "sequential"] = "random",
+        train_file: str = "train.bin",
+        val_file: str | None = "val.bin",
+        val_fraction: float = 0.0,
+        vocab_size: int | None = None,
+        text: list[str] | None = None,
+        tokenizer: str | None = None,
+        tokenizer_vocab_size: int = 2048,
+        builtin_documents: int = 6000,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if sampling not in ("random", "sequential"):
+            raise ConfigError(f"data.sampling must be 'random' or 'sequential', got {sampling!r}")
+        if block_size < 1 or batch_size < 1:
+            raise ConfigError(f"data.block_size and data.batch_size must be positive, got {block_size}, {batch_size}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.train: TokenFile | None = None
+        self.val_tokens: np.ndarray | None = None
+        self._tokenizer: Tokenizer | None = None
+
+    # ---- preparation (rank 0, once) ---------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        hp = self.hparams
+        if (self.data_dir / hp.train_file).exists() or not hp.text:
+            return
+        documents = self._documents()
+        if hp.tokenizer:
+            tok = Tokenizer(hp.tokenizer)
+        else:
+            from lit_llm.data.tokenizer import train_bpe
+
+            tok = train_bpe(self._documents(), vocab_size=hp.tokenizer_vocab_size)
+        metas = write_documents(documents, tok, self.data_dir, val_fraction=0.05)
+        log.info("wrote %s", ", ".join(f"{k}: {m['num_tokens']:,} tokens" for k, m in metas.items()))
+
+    def _documents(self) -> Iterator[str]:
+        sources = self.hparams.text
+        if sources == ["builtin"]:
+            from lit_llm.data.corpus import generate_corpus
+
+            yield from generate_corpus(self.hparams.builtin_documents)
+            return
+        for pattern in sources:
+            paths = sorted(glob.glob(pattern, recursive=True))
+            if not paths:
+                raise DataError(f"data.text: no file matches {pattern!r}")
+            for p in paths:
+                yield Path(p).read_text(encoding="utf-8", errors="replace")
+
+    # ---- per-process setup ----------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is not None:
+            return
+        hp = self.hparams
+        train_path = self.data_dir / hp.train_file
+        if not train_path.exists():
+            hint = "" if hp.text else " (set data.text to build it from text files)"
+            raise DataError(f"token file not found: {train_path}{hint}")
+        self.train = open_token_file(train_path, vocab_size=hp.vocab_size)
+        tokens = self.train.tokens
+        val_path = self.data_dir / hp.val_file if hp.val_file else None
+        if val_path is not None and val_path.exists():
+            self.val_tokens = open_token_file(val_path, vocab_size=self.train.vocab_size).tokens
+        elif hp.val_fraction > 0:
+            cut = int(len(tokens) * (1 - hp.val_fraction))
+            tokens, self.val_tokens = tokens[:cut], tokens[cut:]
+        self.train_tokens = tokens
+        needed = self.block_size + 1
+        if len(tokens) < needed:
+            raise DataError(
+                f"data.block_size {self.block_size} needs at least {needed} tokens, but {train_path} has {len(tokens)}"
+            )
+        windows = (len(tokens) - 1) // self.block_size
+        per_step = self.batch_size * self._world()[1]
+        if windows < per_step:
+            raise DataError(
+                f"{train_path} holds {windows} windows of block_size {self.block_size}, fewer than one batch "
+                f"(batch_size {self.batch_size} x {self._world()[1]} processes)"
+            )
+        if self.val_tokens is not None and len(self.val_tokens) < needed:
+            log.warning("validation split has %d tokens, fewer than one window: validation is skipped", len(self.val_tokens))
+            self.val_tokens = None
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    @property
+    def vocab_size(self) -> int:
+        if self.train is None:
+            self.setup()
+        return self.train.vocab_size
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        if self._tokenizer is None:
+            path = self.train.tokenizer if self.train is not None else None
+            if path is None:
+                candidate = self.data_dir / "tokenizer.json"
+                path = candidate if candidate.exists() else None
+            if path is not None:
+                self._tokenizer = Tokenizer(path)
+        return self._tokenizer
+
+    def _loader(self, tokens: np.ndarray, shuffle: bool) -> ResumableDataLoader:
+        rank, world = self._world()
+        dataset = WindowDataset(tokens, self.block_size)
+        sampler = WindowSampler(dataset, shuffle=shuffle, seed=self.hparams.seed, num_replicas=world, rank=rank)
+        return ResumableDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.hparams.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_tokens, shuffle=self.hparams.sampling == "random")
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_tokens is None:
+            return []
+        if (len(self.val_tokens) - 1) // self.block_size < self.batch_size * self._world()[1]:
+            # Few validation windows: one smaller batch rather than none.
+            rank, world = self._world()
+            dataset = WindowDataset(self.val_tokens, self.block_size)
+            sampler = WindowSampler(dataset, shuffle=False, num_replicas=world, rank=rank)
+            return DataLoader(dataset, batch_size=max(1, len(sampler)), sampler=sampler)
+        return self._loader(self.val_tokens, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()

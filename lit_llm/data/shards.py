@@ -1,0 +1,199 @@
+"""Flat binary token files with a JSON sidecar, read through a memory map.
+
+`train.bin` holds token ids back to back (uint16 when the vocabulary fits, else uint32) with the
+EOS id between documents; `train.json` beside it records the format. nanoGPT's raw `train.bin`
+(uint16, no sidecar) opens as-is when the vocabulary size is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lit_llm.errors import DataError
+
+FORMAT = "lit_llm.tokens/v1"
+_SCAN_CHUNK = 1 << 24
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+class TokenWriter:
+    """Appends token ids to a .bin file and writes its sidecar on close; the files appear atomically."""
+
+    def __init__(self, path: str | Path, vocab_size: int, tokenizer: str | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.vocab_size = vocab_size
+        self.tokenizer = tokenizer
+        self.dtype = token_dtype(vocab_size)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._file = open(self._tmp, "wb")
+        self.num_tokens = 0
+        self.num_bytes = 0
+        self.num_documents = 0
+        self.max_token_id = -1
+
+    def write(self, ids: Iterable[int] | np.ndarray, text_bytes: int = 0, documents: int = 1) -> None:
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.size:
+            if arr.min() < 0 or arr.max() >= self.vocab_size:
+                bad = int(arr.max()) if arr.max() >= self.vocab_size else int(arr.min())
+                raise DataError(f"{self.path}: token id {bad} is outside the vocabulary (size {self.vocab_size})")
+            self.max_token_id = max(self.max_token_id, int(arr.max()))
+            self._file.write(arr.astype(self.dtype).tobytes())
+        self.num_tokens += int(arr.size)
+        self.num_bytes += text_bytes
+        self.num_documents += documents
+
+    def close(self) -> dict:
+        self._file.close()
+        meta = {
+            "format": FORMAT,
+            "dtype": self.dtype.name,
+            "vocab_size": self.vocab_size,
+            "num_tokens": self.num_tokens,
+            "num_bytes": self.num_bytes,
+            "num_documents": self.num_documents,
+            "max_token_id": self.max_token_id,
+            "tokenizer": self.tokenizer,
+        }
+        os.replace(self._tmp, self.path)
+        sidecar_path(self.path).write_text(json.dumps(meta, indent=2) + "\n")
+        return meta
+
+    def __enter__(self) -> TokenWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class TokenFile:
+    """An opened token file: `tokens` is a read-only memory map, so RAM stays flat."""
+
+    path: Path
+    tokens: np.ndarray
+    vocab_size: int
+    num_bytes: int | None = None
+    tokenizer: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def open_token_file(path: str | Path, vocab_size: int | None = None) -> TokenFile:
+    """Open a token file; `vocab_size` is required for a raw file without a sidecar (nanoGPT's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"token file not found: {path}")
+    meta_path = sidecar_path(path)
+    max_id = None
+    num_bytes = None
+    tokenizer = None
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{meta_path}: not valid JSON ({exc})") from exc
+        for key in ("dtype", "vocab_size"):
+            if key not in meta:
+                raise DataError(f"{meta_path}: missing key {key!r}")
+        try:
+            dtype = np.dtype(meta["dtype"])
+        except TypeError as exc:
+            raise DataError(f"{meta_path}: unknown dtype {meta['dtype']!r}") from exc
+        file_vocab = int(meta["vocab_size"])
+        if vocab_size is not None and vocab_size < file_vocab:
+            raise DataError(
+                f"vocab_size {vocab_size} is smaller than the vocabulary {file_vocab} recorded in {meta_path}"
+            )
+        vocab_size = file_vocab
+        max_id = meta.get("max_token_id")
+        num_bytes = meta.get("num_bytes") or None
+        if meta.get("tokenizer"):
+            tokenizer = (meta_path.parent / meta["tokenizer"]).resolve()
+    else:
+        if vocab_size is None:
+            raise DataError(
+                f"{path} has no sidecar {meta_path.name}; set the data module's vocab_size to read it as a raw "
+                "uint16 token file (nanoGPT's format)"
+            )
+        dtype = np.dtype(np.uint16)
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"token file is empty: {path}")
+    if size % dtype.itemsize:
+        raise DataError(f"{path}: size {size} bytes is not a multiple of {dtype.name}'s {dtype.itemsize} bytes")
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    if max_id is None:
+        max_id = max(int(tokens[i : i + _SCAN_CHUNK].max()) for i in range(0, len(tokens), _SCAN_CHUNK))
+    if max_id >= vocab_size:
+        raise DataError(f"{path}: token id {max_id} is beyond the vocabulary (vocab_size {vocab_size})")
+    return TokenFile(path=path, tokens=tokens, vocab_size=vocab_size, num_bytes=num_bytes, tokenizer=tokenizer)
+
+
+def write_documents(
+    documents: Iterable[str],
+    tokenizer,
+    out_dir: str | Path,
+    val_fraction: float = 0.05,
+    batch_size: int = 256,
+) -> dict[str, dict]:
+    """Tokenize documents into `train.bin` and `val.bin` (every n-th document to val), EOS after each.
+
+    The tokenizer is copied into `out_dir` so the token files describe themselves.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(out_dir / "tokenizer.json")
+    if tokenizer.eos_id is None:
+        raise DataError("the tokenizer has no end-of-sequence token ('</s>' or '<|endoftext|>')")
+    every = round(1 / val_fraction) if val_fraction > 0 else 0
+    writers = {
+        split: TokenWriter(out_dir / f"{split}.bin", tokenizer.vocab_size, tokenizer="tokenizer.json")
+        for split in ("train", "val")
+    }
+    batch: list[str] = []
+    seen = 0
+
+    def flush() -> None:
+        nonlocal seen
+        for text, ids in zip(batch, tokenizer.encode_batch(batch)):
+            split = "val" if every and seen % every == every - 1 else "train"
+            writers[split].write(ids + [tokenizer.eos_id], text_bytes=len(text.encode("utf-8")))
+            seen += 1
+        batch.clear()
+
+    try:
+        for doc in documents:
+            batch.append(doc)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    except BaseException:
+        for w in writers.values():
+            w.__exit__(RuntimeError, None, None)
+        raise
+    metas = {split: w.close() for split, w in writers.items()}
+    if metas["val"]["num_tokens"] == 0:  # no validation split asked for: leave no empty file behind
+        (out_dir / "val.bin").unlink()
+        sidecar_path(out_dir / "val.bin").unlink()
+        del metas["val"]
+    return metas

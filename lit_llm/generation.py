@@ -1,0 +1,183 @@
+"""Batched sampling with a KV cache: temperature, top-k, top-p, stop tokens, left or right padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from lit_llm.model import GPT
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k and outside the smallest nucleus of mass >= top_p to -inf."""
+    if top_k is not None and 0 < top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(dim=-1)
+        # Drop a token when the mass before it already reaches top_p; the top token always stays.
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token id per row of `logits` (B, V); temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _unpad(prompts: list[Sequence[int]] | torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[int]]:
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() == 1:
+            prompts = prompts.unsqueeze(0)
+        if attention_mask is None:
+            return prompts.tolist()
+        return [row[m.bool()].tolist() for row, m in zip(prompts, attention_mask)]
+    return [list(p) for p in prompts]
+
+
+@torch.inference_mode()
+def generate(
+    model: GPT,
+    prompts: list[Sequence[int]] | torch.Tensor,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    stop_tokens: Sequence[int] = (),
+    seed: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    pad_id: int = 0,
+) -> list[list[int]]:
+    """New tokens for each prompt (a stop token, when emitted, ends its row and is included).
+
+    `prompts` is a list of token-id lists of any lengths, or a (B, T) tensor; with a tensor, an
+    `attention_mask` (1 = token, 0 = padding) may mark left or right padding. Rows are re-laid out
+    left-padded, so every row's next token sits in the last column and decoding is one batched step.
+    """
+    rows = _unpad(prompts, attention_mask)
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("generate needs at least one non-empty prompt per row")
+    cfg = model.config
+    device = model.wte.weight.device
+    B, T = len(rows), max(len(r) for r in rows)
+    total = T + max_new_tokens
+    if total > cfg.block_size:
+        raise ValueError(
+            f"prompt of {T} tokens + max_new_tokens {max_new_tokens} exceeds the model's block_size {cfg.block_size}"
+        )
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+    idx = torch.full((B, T), pad_id, dtype=torch.long, device=device)
+    key_valid = torch.zeros((B, total), dtype=torch.bool, device=device)
+    for i, r in enumerate(rows):
+        idx[i, T - len(r) :] = torch.tensor(r, dtype=torch.long, device=device)
+        key_valid[i, T - len(r) :] = True  # generated positions are always valid
+    position_ids = (key_valid[:, :T].long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    # Each query may also see itself, so fully padded rows stay finite instead of NaN.
+    mask = causal & (key_valid[:, None, :T] | torch.eye(T, dtype=torch.bool, device=device))
+
+    was_training = model.training
+    model.eval()
+    model.setup_kv_cache(B, total)
+    try:
+        logits = model(idx, position_ids=position_ids, attention_mask=mask, cache_start=0)[:, -1]
+        next_pos = position_ids[:, -1] + 1
+        stop = torch.tensor(list(stop_tokens), dtype=torch.long, device=device)
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        out: list[torch.Tensor] = []
+        for step in range(max_new_tokens):
+            logits[:, cfg.vocab_size :] = float("-inf")
+            token = sample_next(logits, temperature, top_k, top_p, generator)
+            token = torch.where(finished, torch.full_like(token, pad_id), token)
+            out.append(token)
+            if stop.numel():
+                finished |= torch.isin(token, stop)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            t = T + step
+            logits = model(
+                token.unsqueeze(1),
+                position_ids=next_pos.unsqueeze(1),
+                attention_mask=key_valid[:, None, : t + 1],
+                cache_start=t,
+            )[:, -1]
+            next_pos = next_pos + 1
+    finally:
+        model.clear_kv_cache()
+        model.train(was_training)
+
+    tokens = torch.stack(out, dim=1).tolist()
+    stops = set(stop_tokens)
+    result = []
+    for row in tokens:
+        for j, tok in enumerate(row):
+            if tok in stops:
+                row = row[: j + 1]
+                break
+        result.append(row)
+    return result
+
+
+def generate_from_checkpoint(
+    checkpoint: str,
+    prompt: str,
+    *,
+    max_new_tokens: int = 100,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    seed: int | None = 1337,
+    device: str = "auto",
+) -> list[str]:
+    """Continuations of `prompt` (text, decoded with the tokenizer stored in the checkpoint)."""
+    from lit_llm.checkpoint import load_model
+    from lit_llm.data.tokenizer import Tokenizer
+    from lit_llm.errors import CheckpointError
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, meta = load_model(checkpoint)
+    if not meta.get("tokenizer"):
+        raise CheckpointError(f"{checkpoint} stores no tokenizer, so text prompts cannot be encoded")
+    tokenizer = Tokenizer(json_str=meta["tokenizer"])
+    model = model.to(device)
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty after tokenization")
+    room = model.config.block_size - max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
+    ids = ids[-room:]
+    stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    outs = generate(
+        model,
+        [ids] * num_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop_tokens=stops,
+        seed=seed,
+    )
+    return [tokenizer.decode(o) for o in outs]

@@ -1,0 +1,45 @@
+"""torchmetrics for language modelling: perplexity and bits-per-byte, summed exactly across ranks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torchmetrics import Metric
+
+from lit_llm.losses import IGNORE_INDEX
+
+
+class LanguageModelMetrics(Metric):
+    """Accumulates summed NLL (nats), target tokens and the UTF-8 bytes those tokens stand for.
+
+    `compute()` returns the token-weighted mean loss, its perplexity and, when a table of bytes per
+    token id is given, bits per byte = total nats / (ln 2 * total bytes) — comparable across tokenizers.
+    """
+
+    full_state_update = False
+
+    def __init__(self, token_bytes: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.add_state("nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("bytes", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.token_bytes: torch.Tensor | None
+        if token_bytes is not None:
+            self.register_buffer("token_bytes", token_bytes.long(), persistent=False)
+        else:
+            self.token_bytes = None
+
+    def update(self, nll_sum: torch.Tensor, targets: torch.Tensor) -> None:
+        valid = targets != IGNORE_INDEX
+        self.nll += nll_sum.detach().double()
+        self.tokens += valid.sum()
+        if self.token_bytes is not None:
+            self.bytes += self.token_bytes[targets[valid]].sum()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        loss = self.nll / self.tokens.clamp(min=1)
+        out = {"loss": loss.float(), "ppl": loss.exp().float()}
+        if self.token_bytes is not None and self.bytes > 0:
+            out["bpb"] = (self.nll / (math.log(2) * self.bytes)).float()
+        return out

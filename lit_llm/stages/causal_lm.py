@@ -1,0 +1,179 @@
+"""CausalLM: the pretraining stage — next-token prediction with warmup + cosine AdamW."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.throughput import measure_flops
+from lightning.pytorch import LightningModule
+
+from lit_llm.checkpoint import META_KEY, checkpoint_meta, load_checkpoint, load_weights, submodule_state
+from lit_llm.data.tokenizer import Tokenizer
+from lit_llm.errors import ConfigError
+from lit_llm.losses import next_token_loss, prefix_lm_targets
+from lit_llm.metrics import LanguageModelMetrics
+from lit_llm.model import GPT, Config
+from lit_llm.stages.base import build_adamw, total_grad_norm, warmup_cosine_scheduler
+
+
+class CausalLM(LightningModule):
+    """Pretrain a GPT on next-token prediction.
+
+    Args:
+        model: name of a preset in `lit_llm.model.PRESETS` (tiny, gpt2-124m, llama-125m, ...).
+        model_config: fields of `lit_llm.model.Config` that override the preset, e.g. {n_layer: 2}.
+        vocab_size: model vocabulary; None takes it from the data module's token files.
+        learning_rate: peak learning rate, reached at the end of warmup.
+        min_lr: floor the cosine decays to.
+        warmup_steps: optimizer steps of linear warmup.
+        lr_decay_steps: step at which the cosine reaches `min_lr`; None uses the Trainer's max_steps.
+        weight_decay: AdamW decay of matrices (norms, biases and embeddings are never decayed).
+        betas: AdamW betas.
+        prefix_length: positions at the start of each window that carry no loss (prefix-LM); 0 = all.
+        init_from: a lit_llm checkpoint (file or run folder) whose weights and model config to start from.
+        compile: compile the model with torch.compile.
+    """
+
+    stage_name = "causal_lm"
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        model_config: dict[str, Any] | None = None,
+        vocab_size: int | None = None,
+        learning_rate: float = 6e-4,
+        min_lr: float = 6e-5,
+        warmup_steps: int = 2000,
+        lr_decay_steps: int | None = None,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        prefix_length: int = 0,
+        init_from: str | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if min_lr > learning_rate:
+            raise ConfigError(f"model.min_lr ({min_lr}) is above model.learning_rate ({learning_rate})")
+        # Built now so a bad preset name or config key fails before any data is touched.
+        self.config = Config.from_name(model, **(model_config or {}))
+        if vocab_size is not None:
+            self.config = self.config.replace(vocab_size=vocab_size)
+        self.model: GPT | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.val_metrics: LanguageModelMetrics | None = None
+        self._init_state: dict[str, torch.Tensor] | None = None
+
+    # ---- building ----------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if self.model is not None:
+            return
+        hp = self.hparams
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if hp.init_from:
+            ckpt = load_checkpoint(hp.init_from)
+            meta = checkpoint_meta(ckpt, hp.init_from)
+            self.config = Config.from_dict(meta["model_config"], **(hp.model_config or {}))
+            self._init_state = submodule_state(ckpt["state_dict"])
+            if meta.get("tokenizer"):
+                self.tokenizer = Tokenizer(json_str=meta["tokenizer"])
+        if dm is not None and getattr(dm, "tokenizer", None) is not None:
+            self.tokenizer = dm.tokenizer
+        data_vocab = getattr(dm, "vocab_size", None)
+        if data_vocab is not None:
+            if hp.vocab_size is None and not hp.init_from:
+                self.config = self.config.replace(vocab_size=data_vocab)
+            elif data_vocab > self.config.vocab_size:
+                raise ConfigError(
+                    f"the data's vocabulary ({data_vocab} tokens) is larger than the model's vocab_size "
+                    f"({self.config.vocab_size})"
+                )
+        block = getattr(dm, "block_size", None)
+        if block is not None and block > self.config.block_size:
+            raise ConfigError(f"data.block_size ({block}) exceeds the model's block_size ({self.config.block_size})")
+        token_bytes = None
+        if self.tokenizer is not None and self.tokenizer.vocab_size <= self.config.padded_vocab_size:
+            lengths = self.tokenizer.token_byte_lengths()
+            lengths += [0] * (self.config.padded_vocab_size - len(lengths))
+            token_bytes = torch.tensor(lengths)
+        self.val_metrics = LanguageModelMetrics(token_bytes)
+
+    def configure_model(self) -> None:
+        # Called under the strategy's init context: FSDP builds the model sharded, never whole.
+        if self.model is not None:
+            return
+        self.model = GPT(self.config)
+        if self._init_state is not None:
+            load_weights(self.model, self._init_state, source=self.hparams.init_from)
+            self._init_state = None
+        if self.hparams.compile:
+            self.model.compile()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = build_adamw(self.model, hp.learning_rate, hp.weight_decay, tuple(hp.betas))
+        decay = hp.lr_decay_steps
+        if decay is None:
+            decay = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
+        scheduler = warmup_cosine_scheduler(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        dm = self.trainer.datamodule
+        batch, block = getattr(dm, "batch_size", None), getattr(dm, "block_size", None)
+        if batch and block:
+            # FLOPs of one micro-batch's forward + backward, counted on the meta device (no memory, no time).
+            with torch.device("meta"):
+                meta_model = GPT(self.config)
+                x = torch.zeros(batch, block, dtype=torch.long)
+            self.flops_per_batch = measure_flops(meta_model, lambda: meta_model(x), lambda y: y.sum())
+
+    # ---- steps ------------------------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch["input_ids"])
+        loss = next_token_loss(logits, prefix_lm_targets(batch["targets"], self.hparams.prefix_length))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        connector = getattr(self.trainer, "_logger_connector", None)
+        if connector is None or connector.should_update_logs:
+            self.log("train/grad_norm", total_grad_norm(self.model.parameters()))
+
+    def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
+        logits = self.model(batch["input_ids"])
+        targets = prefix_lm_targets(batch["targets"], self.hparams.prefix_length)
+        self.val_metrics.update(next_token_loss(logits, targets, reduction="sum"), targets)
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=prefix == "val")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = {
+            "stage": self.stage_name,
+            "model_config": self.config.to_dict(),
+            "tokenizer": self.tokenizer.to_json() if self.tokenizer is not None else None,
+        }
