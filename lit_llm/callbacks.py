@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ThroughputMonitor
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
 
 
 def _batch_size(batch: dict[str, Any]) -> int:
@@ -64,9 +64,11 @@ class SampleGeneration(pl.Callback):
         if trainer.global_step != self._last_step:
             self.generate(trainer, pl_module)
 
-    @rank_zero_only
     def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str]:
+        # Every rank generates (a sharded model all-gathers in lockstep) and every rank reads log_dir
+        # (it is a collective); only rank 0 reports.
         self._last_step = trainer.global_step
+        log_dir = trainer.log_dir or trainer.default_root_dir
         tokenizer = getattr(pl_module, "tokenizer", None)
         if tokenizer is None or not self.prompts:
             return []
@@ -85,10 +87,14 @@ class SampleGeneration(pl.Callback):
                 seed=self.seed,
             )[0]
             texts.append(tokenizer.decode(out))
+        if trainer.is_global_zero:
+            self._report(trainer, log_dir, texts)
+        return texts
+
+    def _report(self, trainer: pl.Trainer, log_dir: str | None, texts: list[str]) -> None:
         rank_zero_info(f"samples at step {trainer.global_step}:")
         for prompt, text in zip(self.prompts, texts):
             rank_zero_info(f"  {prompt!r} -> {text!r}")
-        log_dir = trainer.log_dir or trainer.default_root_dir
         if log_dir:
             path = Path(log_dir) / "samples.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,4 +105,3 @@ class SampleGeneration(pl.Callback):
             if hasattr(logger, "log_text"):
                 rows = [[trainer.global_step, p, t] for p, t in zip(self.prompts, texts)]
                 logger.log_text(key="samples", columns=["step", "prompt", "completion"], data=rows)
-        return texts

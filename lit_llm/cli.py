@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from argparse import ArgumentError
 
 from jsonargparse import auto_cli
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -35,6 +37,8 @@ class LitLLMCLI(LightningCLI):
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            # Raise instead of printing the whole usage text, so main() can print one clear message.
+            parser_kwargs={"exit_on_error": False},
             args=args,
             run=run,
         )
@@ -86,7 +90,15 @@ def generate(
 COMMANDS = {"generate": generate}
 
 
+def _config_error_message(exc: ArgumentError) -> str:
+    """jsonargparse's explanation without the alternatives that never applied ("Expected a NoneType")."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    keep = [line for line in lines if not re.search(r"Expected a <class 'NoneType'>|Subtypes: \[|any of the Union", line)]
+    return "invalid configuration:\n" + "\n".join(keep) + "\n(see 'lit-llm COMMAND --help' for the valid keys)"
+
+
 def main(argv: list[str] | None = None) -> None:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -95,13 +107,17 @@ def main(argv: list[str] | None = None) -> None:
         if argv[0] in COMMANDS:
             auto_cli(COMMANDS[argv[0]], args=argv[1:], as_positional=False, prog=f"lit-llm {argv[0]}")
         elif argv[0] in TRAINER_COMMANDS:
-            LitLLMCLI(args=argv)
+            # Passing sys.argv explicitly as well would make LightningCLI warn about duplicated args.
+            LitLLMCLI(args=None if from_command_line else argv)
         else:
             print(USAGE, file=sys.stderr)
             print(f"lit-llm: error: unknown command {argv[0]!r}", file=sys.stderr)
             raise SystemExit(2)
     except LitLLMError as exc:
         print(f"lit-llm: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ArgumentError as exc:
+        print(f"lit-llm: error: {_config_error_message(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

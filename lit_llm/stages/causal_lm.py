@@ -64,6 +64,8 @@ class CausalLM(LightningModule):
         self.tokenizer: Tokenizer | None = None
         self.val_metrics: LanguageModelMetrics | None = None
         self._init_state: dict[str, torch.Tensor] | None = None
+        # Read by ThroughputMonitor for FLOP/s and MFU; measured in on_fit_start.
+        self.flops_per_batch: int | None = None
 
     # ---- building ----------------------------------------------------------------------------------
 

@@ -1,0 +1,28 @@
+"""Shared fixtures: a small token corpus built once per session from the built-in generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_llm.data.corpus import generate_corpus
+from lit_llm.data.shards import write_documents
+from lit_llm.data.tokenizer import train_bpe
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_determinism():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def token_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train.bin / val.bin / tokenizer.json from 600 built-in documents, vocabulary 512."""
+    out = tmp_path_factory.mktemp("tokens")
+    docs = list(generate_corpus(600, seed=1))
+    tok = train_bpe(docs, vocab_size=512)
+    write_documents(docs, tok, out, val_fraction=0.1)
+    return out
