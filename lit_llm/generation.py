@@ -21,6 +21,7 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float =
         probs = sorted_logits.softmax(dim=-1)
         # Drop a token when the mass before it already reaches top_p; the top token always stays.
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop_sorted[..., 0] = False
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -45,6 +46,8 @@ def _unpad(prompts: list[Sequence[int]] | torch.Tensor, attention_mask: torch.Te
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() == 1:
             prompts = prompts.unsqueeze(0)
+            if attention_mask is not None and attention_mask.dim() == 1:
+                attention_mask = attention_mask.unsqueeze(0)
         if attention_mask is None:
             return prompts.tolist()
         return [row[m.bool()].tolist() for row, m in zip(prompts, attention_mask)]
@@ -74,6 +77,8 @@ def generate(
     rows = _unpad(prompts, attention_mask)
     if not rows or any(len(r) == 0 for r in rows):
         raise ValueError("generate needs at least one non-empty prompt per row")
+    if max_new_tokens < 1:
+        return [[] for _ in rows]
     cfg = model.config
     device = model.wte.weight.device
     B, T = len(rows), max(len(r) for r in rows)

@@ -31,11 +31,13 @@ class LanguageModelMetrics(Metric):
             self.token_bytes = None
 
     def update(self, nll_sum: torch.Tensor, targets: torch.Tensor) -> None:
+        # Out-of-place on purpose: after trainer.validate() (inference mode) the reset states are
+        # inference tensors, and fit's validation (no_grad) may not update those in place.
         valid = targets != IGNORE_INDEX
-        self.nll += nll_sum.detach().double()
-        self.tokens += valid.sum()
+        self.nll = self.nll + nll_sum.detach().double()
+        self.tokens = self.tokens + valid.sum()
         if self.token_bytes is not None:
-            self.bytes += self.token_bytes[targets[valid]].sum()
+            self.bytes = self.bytes + self.token_bytes[targets[valid]].sum()
 
     def compute(self) -> dict[str, torch.Tensor]:
         loss = self.nll / self.tokens.clamp(min=1)

@@ -310,6 +310,11 @@ class GPT(nn.Module):
         if self.rope is not None:
             cos, sin = self.rope[0][position_ids], self.rope[1][position_ids]
             rope = (cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype))
+        if attention_mask is None and cache_start:
+            # SDPA's is_causal aligns the mask top-left, wrong when cached keys precede the queries.
+            keys = torch.arange(cache_start + T, device=idx.device)
+            queries = torch.arange(cache_start, cache_start + T, device=idx.device)
+            attention_mask = (keys[None, :] <= queries[:, None]).expand(B, T, -1)
         mask = attention_mask.unsqueeze(1) if attention_mask is not None else None
         for block in self.blocks:
             x = block(x, rope, mask, cache_start)

@@ -122,7 +122,7 @@ class PretrainDataModule(LightningDataModule):
         val_fraction: tail of the training tokens held out for validation when there is no val_file.
         vocab_size: vocabulary size; required only for raw token files without a sidecar (nanoGPT's).
         text: text files or globs (one document per file), or ["builtin"] for the generated corpus;
-            tokenized into data_dir when its token files do not exist yet.
+            tokenized into data_dir when its token files do not exist yet (every 20th document goes to val.bin).
         tokenizer: tokenizer.json to tokenize `text` with; when None a byte-level BPE is trained.
         tokenizer_vocab_size: vocabulary size of the trained BPE.
         builtin_documents: number of documents of the built-in corpus.

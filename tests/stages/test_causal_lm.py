@@ -84,7 +84,8 @@ def test_loss_falls_and_metrics_are_consistent(tmp_path, token_dir):
     seed_everything(0)
     dm = PretrainDataModule(data_dir=str(token_dir), block_size=32, batch_size=8)
     module = small_module()
-    trainer = make_trainer(tmp_path, max_steps=150, limit_val_batches=8)
+    # Validating before fit and again inside it covers the switch from inference mode to no_grad.
+    trainer = make_trainer(tmp_path, max_steps=150, limit_val_batches=8, val_check_interval=75)
     before = trainer.validate(module, dm, verbose=False)[0]
     trainer.fit(module, dm)
     after = trainer.validate(module, dm, verbose=False)[0]
