@@ -105,3 +105,14 @@ class SampleGeneration(pl.Callback):
             if hasattr(logger, "log_text"):
                 rows = [[trainer.global_step, p, t] for p, t in zip(self.prompts, texts)]
                 logger.log_text(key="samples", columns=["step", "prompt", "completion"], data=rows)
+
+
+class ValidationSummary(pl.Callback):
+    """Print one line per validation run (readable in logs where a progress bar is not)."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not values:
+            return
+        when = "sanity check" if trainer.sanity_checking else f"step {trainer.global_step}"
+        rank_zero_info(f"validation ({when}): " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))

@@ -35,6 +35,7 @@ def write_config(tmp_path: Path, data_dir: Path, **model_args) -> Path:
                     "init_args": {"dirpath": str(run / "checkpoints"), "save_last": True},
                 },
                 {"class_path": "lit_llm.callbacks.TokenThroughput", "init_args": {"window_size": 2}},
+                {"class_path": "lit_llm.callbacks.ValidationSummary"},
                 {
                     "class_path": "lit_llm.callbacks.SampleGeneration",
                     "init_args": {"prompts": ["Once upon"], "every_n_steps": 3, "max_new_tokens": 5},
@@ -55,9 +56,13 @@ def write_config(tmp_path: Path, data_dir: Path, **model_args) -> Path:
     return path
 
 
-def test_fit_from_yaml_then_validate_and_generate(tmp_path, token_dir, capsys):
+def test_fit_from_yaml_then_validate_and_generate(tmp_path, token_dir, capsys, caplog):
     config = write_config(tmp_path, token_dir)
-    main(["fit", "--config", str(config)])
+    with caplog.at_level("INFO"):
+        main(["fit", "--config", str(config)])
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation (")]
+    assert [s.split(")")[0] for s in summaries] == ["validation (sanity check", "validation (step 3", "validation (step 6"]
+    assert "val/loss=" in summaries[-1] and "val/ppl=" in summaries[-1]
     run = tmp_path / "run"
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.is_file()

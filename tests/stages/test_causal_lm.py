@@ -167,3 +167,34 @@ def test_bad_configuration_messages(tmp_path, token_dir):
     missing = tmp_path / "nowhere.ckpt"
     with pytest.raises(CheckpointError, match="checkpoint not found: .*nowhere.ckpt"):
         make_trainer(tmp_path, 1).fit(small_module(init_from=str(missing)), dm)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path, token_dir):
+    seed_everything(0)
+    dm = PretrainDataModule(data_dir=str(token_dir), block_size=32, batch_size=8)
+    module = small_module()
+    recorder = LossRecorder()
+    make_trainer(tmp_path, 30, callbacks=[recorder], precision="bf16-mixed").fit(module, dm)
+    assert module.model.wte.weight.dtype == torch.float32  # master weights stay fp32
+    assert all(math.isfinite(x) for x in recorder.losses)
+    assert sum(recorder.losses[-5:]) / 5 < recorder.losses[0] - 0.5
+
+
+def test_compile_flag_compiles_the_model_in_place(tmp_path, token_dir):
+    module = small_module(compile=True)
+    module.setup("fit")
+    module.configure_model()
+    # nn.Module.compile() keeps parameter names, so checkpoints stay loadable without compile.
+    assert module.model._compiled_call_impl is not None
+    assert "wte.weight" in module.model.state_dict()
+
+
+def test_compiled_training_matches_eager(tmp_path, token_dir):
+    def losses(compile_model):
+        seed_everything(0)
+        dm = PretrainDataModule(data_dir=str(token_dir), block_size=32, batch_size=4)
+        recorder = LossRecorder()
+        make_trainer(tmp_path, 3, callbacks=[recorder]).fit(small_module(compile=compile_model), dm)
+        return recorder.losses
+
+    assert losses(True) == pytest.approx(losses(False), abs=1e-4)
