@@ -26,3 +26,12 @@ def token_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = train_bpe(docs, vocab_size=512)
     write_documents(docs, tok, out, val_fraction=0.1)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run torch on one thread: tiny matmuls are dominated by thread-pool overhead on a small, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,16 +10,10 @@ import torch
 from lit_llm.generation import filter_logits, sample_next
 from lit_llm.model import GPT, Config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = dict(n_layer=2, n_head=4, n_embd=32, intermediate_size=64, block_size=64)
 NEG_INF = float("-inf")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_model(seed: int = 0, **overrides) -> GPT:

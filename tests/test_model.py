@@ -8,6 +8,8 @@ import torch
 from lit_llm.errors import ConfigError
 from lit_llm.model import GPT, Config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Small shapes so every test runs in well under a second on CPU.
 SMALL = dict(n_layer=2, n_head=4, n_embd=32, intermediate_size=64, block_size=48)
 
@@ -17,15 +19,6 @@ VARIANTS = {
     "tiny-gqa2": dict(name="tiny", n_query_groups=2, **SMALL),
     "tiny-mqa1": dict(name="tiny", n_query_groups=1, **SMALL),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matmuls are dominated by thread-pool overhead on a small, busy CPU box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(variant: str, seed: int = 0, **overrides) -> GPT:
