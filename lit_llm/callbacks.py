@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ThroughputMonitor
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 def _batch_size(batch: dict[str, Any]) -> int:
@@ -73,6 +73,11 @@ class SampleGeneration(pl.Callback):
         if tokenizer is None or not self.prompts:
             return []
         model = pl_module.model
+        if type(model).__name__ == "FullyShardedDataParallel":
+            # Decoding calls the blocks outside the root module's forward, which FSDP does not allow.
+            rank_zero_warn("SampleGeneration is skipped under FSDP; generate from a consolidated checkpoint")
+            self.every_n_steps = 0
+            return []
         stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
         room = model.config.block_size
         texts = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -239,38 +240,61 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+        """`wrap`, when given, is applied to each Block right after it is built and initialized (FSDP
+        shards it there), so the whole model never exists unsharded on one device."""
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self._init_params(self)
+        blocks = []
+        for _ in range(config.n_layer):
+            block = Block(config)
+            self._init_params(block)
+            blocks.append(wrap(block) if wrap is not None else block)
+        self.blocks = nn.ModuleList(blocks)
         self.norm_f = _norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self._init_params(self.norm_f)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        else:
+            self._init_params(self.lm_head)
         if config.position == "rope":
             self.register_buffer(
                 "rope", rope_cache(config.block_size, config.head_size, config.rope_base), persistent=False
             )
         else:
             self.rope = None
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """GPT-2 initialization: N(0, 0.02), residual projections scaled down by depth."""
+    def _init_params(self, module: nn.Module) -> None:
+        """GPT-2 initialization: N(0, 0.02), residual projections scaled down by depth, norms 1, biases 0.
+
+        Applied module by module in registration order, so building with or without `wrap` draws the
+        same random numbers and gives the same weights. Blocks are skipped when `module` is the GPT.
+        """
         std = self.config.init_std
-        for name, p in self.named_parameters():
+        for name, p in module.named_parameters():
+            if module is self and name.startswith("blocks."):
+                continue
             if p.dim() < 2:
-                if name.endswith("weight"):
-                    nn.init.ones_(p)
-                else:
-                    nn.init.zeros_(p)
+                nn.init.ones_(p) if name.endswith("weight") else nn.init.zeros_(p)
             elif name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
             else:
                 nn.init.normal_(p, mean=0.0, std=std)
+
+    def reset_parameters(self) -> None:
+        self._init_params(self.wte)
+        if self.wpe is not None:
+            self._init_params(self.wpe)
+        for block in self.blocks:
+            self._init_params(block)
+        self._init_params(self.norm_f)
+        if not self.config.tie_embeddings:
+            self._init_params(self.lm_head)
         if self.rope is not None and self.rope.device.type != "meta":
             cfg = self.config
             self.rope = rope_cache(cfg.block_size, cfg.head_size, cfg.rope_base, device=self.rope.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -257,3 +259,23 @@ def test_generating_past_block_size_raises_value_error():
     assert len(model.generate([prompt], max_new_tokens=8, temperature=0.0)[0]) == 8
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 49, dtype=torch.long))
+
+
+def test_wrap_hook_sees_each_block_and_keeps_the_initialization():
+    cfg = Config.from_name("baby-gpt", **SMALL)
+    seen = []
+
+    def wrap(module):
+        seen.append(module)
+        return module
+
+    torch.manual_seed(5)
+    plain = GPT(cfg)
+    torch.manual_seed(5)
+    wrapped = GPT(cfg, wrap=wrap)
+    assert len(seen) == cfg.n_layer and all(type(m).__name__ == "Block" for m in seen)
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(wrapped.state_dict()[name], tensor), name
+    # GPT-2 init: residual projections are scaled down by sqrt(2 * n_layer).
+    proj_std = wrapped.blocks[0].mlp.proj.weight.std().item()
+    assert proj_std == pytest.approx(cfg.init_std / math.sqrt(2 * cfg.n_layer), rel=0.15)

@@ -103,15 +103,29 @@ class CausalLM(LightningModule):
         self.val_metrics = LanguageModelMetrics(token_bytes)
 
     def configure_model(self) -> None:
-        # Called under the strategy's init context: FSDP builds the model sharded, never whole.
         if self.model is not None:
             return
-        self.model = GPT(self.config)
-        if self._init_state is not None:
-            load_weights(self.model, self._init_state, source=self.hparams.init_from)
-            self._init_state = None
+        if self._sharded():
+            # Lightning calls this hook inside FSDP's wrap context: shard each Block as it is built,
+            # then the root (embeddings, head), so no rank ever holds the whole model unsharded.
+            from torch.distributed.fsdp.wrap import wrap
+
+            model = GPT(self.config, wrap=wrap)
+            if self._init_state is not None:
+                load_weights(model, self._init_state, source=self.hparams.init_from)
+            self.model = wrap(model)
+        else:
+            self.model = GPT(self.config)
+            if self._init_state is not None:
+                load_weights(self.model, self._init_state, source=self.hparams.init_from)
+        self._init_state = None
         if self.hparams.compile:
             self.model.compile()
+
+    def _sharded(self) -> bool:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -147,7 +161,10 @@ class CausalLM(LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         connector = getattr(self.trainer, "_logger_connector", None)
         if connector is None or connector.should_update_logs:
-            self.log("train/grad_norm", total_grad_norm(self.model.parameters()))
+            norm = total_grad_norm(self.model.parameters())
+            if self._sharded():  # each rank holds a shard of the gradients
+                norm = self.trainer.strategy.reduce(norm.pow(2).to(self.device), reduce_op="sum").sqrt()
+            self.log("train/grad_norm", norm)
 
     def _eval_step(self, batch: dict[str, torch.Tensor]) -> None:
         logits = self.model(batch["input_ids"])
