@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,25 @@ def write_config(tmp_path: Path, data_dir: Path, **model_args) -> Path:
     return path
 
 
-def test_fit_from_yaml_then_validate_and_generate(tmp_path, token_dir, capsys, caplog):
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_fit_from_yaml_then_validate_and_generate(tmp_path, token_dir, capsys):
     config = write_config(tmp_path, token_dir)
-    with caplog.at_level("INFO"):
+    # Lightning's logger may not propagate to the root (caplog), depending on import order.
+    collect, rank_zero_logger = _Collect(), logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    rank_zero_logger.addHandler(collect)
+    try:
         main(["fit", "--config", str(config)])
-    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("validation (")]
+    finally:
+        rank_zero_logger.removeHandler(collect)
+    summaries = [m for m in collect.messages if m.startswith("validation (")]
     assert [s.split(")")[0] for s in summaries] == ["validation (sanity check", "validation (step 3", "validation (step 6"]
     assert "val/loss=" in summaries[-1] and "val/ppl=" in summaries[-1]
     run = tmp_path / "run"
