@@ -105,19 +105,15 @@ class CausalLM(LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
+        wrap = None
         if self._sharded():
             # Lightning calls this hook inside FSDP's wrap context: shard each Block as it is built,
             # then the root (embeddings, head), so no rank ever holds the whole model unsharded.
             from torch.distributed.fsdp.wrap import wrap
-
-            model = GPT(self.config, wrap=wrap)
-            if self._init_state is not None:
-                load_weights(model, self._init_state, source=self.hparams.init_from)
-            self.model = wrap(model)
-        else:
-            self.model = GPT(self.config)
-            if self._init_state is not None:
-                load_weights(self.model, self._init_state, source=self.hparams.init_from)
+        model = GPT(self.config, wrap=wrap)
+        if self._init_state is not None:
+            load_weights(model, self._init_state, source=self.hparams.init_from)
+        self.model = wrap(model) if wrap is not None else model
         self._init_state = None
         if self.hparams.compile:
             self.model.compile()
