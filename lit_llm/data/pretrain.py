@@ -157,6 +157,7 @@ class PretrainDataModule(LightningDataModule):
         self.block_size = block_size
         self.batch_size = batch_size
         self.train: TokenFile | None = None
+        self.train_tokens: np.ndarray | None = None
         self.val_tokens: np.ndarray | None = None
         self._tokenizer: Tokenizer | None = None
 
