@@ -1,0 +1,436 @@
+"""Reading raw documents for the pretraining data pipeline: local text, JSON Lines, JSON, Parquet and CSV files
+(directories, globs, gzip variants) and Hugging Face datasets, yielded one document string at a time.
+
+Bad input is handled in two ways. Whole-source problems (a path that matches nothing, an unsupported extension,
+a missing column, an unreadable file) raise `DataError`. Single bad records (a malformed JSON line, a record
+without the text field or whose text is not a string) are skipped, warned about and counted in `SourceStats`,
+or raise `DataError` naming `file:line` with `strict=True`. For every format, records seen = documents +
+bad_records, so a run's losses can be accounted for from the stats alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import json
+import re
+import warnings
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lit_llm.errors import DataError
+
+TXT_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".txt.gz", ".md.gz")
+JSONL_EXTENSIONS: tuple[str, ...] = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (*TXT_EXTENSIONS, *JSONL_EXTENSIONS, ".json", ".parquet", ".csv")
+
+HF_PREFIX = "hf:"
+# Packaged `datasets` builders that read local files: "hf:json:data/*.jsonl" means
+# load_dataset("json", data_files="data/*.jsonl"), not a dataset named "json" with split "data/*.jsonl".
+HF_FILE_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow"})
+
+# Paragraph breaks are found in the raw bytes: ASCII never occurs inside a multi-byte UTF-8 sequence, so the
+# split is safe before decoding, and each block can then be decoded (and counted as replaced) on its own.
+_PARAGRAPH_BREAK_RE = re.compile(rb"\n[ \t\r\f\v]*\n\s*")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_GLOB_CHARS_RE = re.compile(r"[*?\[]")
+
+
+class SourceWarning(UserWarning):
+    """A skipped record or an empty file; the data were read, but not all of them became documents."""
+
+
+@dataclass
+class SourceStats:
+    """Counts filled in by `iter_documents` as it reads; pass one instance to accumulate over several calls."""
+
+    documents: int = 0  # documents yielded
+    files: int = 0  # local files opened (hf: sources are not files)
+    records: int = 0  # records seen: text documents/paragraphs, non-blank JSON lines, JSON/table rows
+    bad_records: int = 0  # malformed JSON lines, records without the text field or with non-string text, skipped
+    decode_replacements: int = 0  # documents whose bytes were not valid UTF-8 (decoded with U+FFFD replacement)
+    empty_files: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # bad-record counts by reason
+
+    def _bad(self, reason: str) -> None:
+        self.bad_records += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+def iter_documents(
+    sources: list[str],
+    text_field: str = "text",
+    txt_mode: Literal["file", "paragraphs"] = "file",
+    strict: bool = False,
+    streaming: bool = True,
+    stats: SourceStats | None = None,
+) -> Iterator[str]:
+    """Yield the documents of `sources` in order: each source in the order given, the files a directory or
+    glob expands to in sorted path order.
+
+    A source is a file, a directory (recursed; hidden files and directories are skipped), a glob (``**``
+    recurses), ``hf:NAME_OR_PATH[:SPLIT]`` for ``datasets.load_dataset(NAME_OR_PATH, split=SPLIT or "train")``,
+    or ``hf:BUILDER:DATA_FILES`` for a packaged builder (json, csv, parquet, text, arrow) over local files.
+    `text_field` names the text in JSON records, table columns and datasets; `txt_mode` makes a .txt/.md file
+    one document, or one document per blank-line-separated paragraph. With `strict`, the first bad record
+    raises `DataError` instead of being skipped.
+    """
+    if txt_mode not in ("file", "paragraphs"):
+        raise DataError(f"txt_mode must be 'file' or 'paragraphs', got {txt_mode!r}")
+    if isinstance(sources, str):
+        # A bare string would otherwise be read character by character as a list of one-letter paths.
+        raise DataError(f"sources must be a list of paths, got the string {sources!r}; wrap it in a list")
+    stats = stats if stats is not None else SourceStats()
+    # Resolve everything first, so that a typo in the last source fails before hours of reading the first.
+    resolved = [(source, _resolve(source)) for source in sources]
+    for source, paths in resolved:
+        if paths is None:
+            yield from _iter_hf(source, text_field, strict, streaming, stats)
+            continue
+        for path in paths:
+            stats.files += 1
+            yield from _iter_file(path, text_field, txt_mode, strict, stats)
+
+
+# --- resolving sources ------------------------------------------------------------------------
+
+
+def _extension(path: Path) -> str | None:
+    name = path.name.lower()
+    # Longest first, so that "x.jsonl.gz" is gzipped JSON Lines rather than an unsupported ".gz".
+    for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return ext
+    return None
+
+
+def _check_supported(path: Path) -> Path:
+    if _extension(path) is None:
+        raise DataError(f"{path}: unsupported file type; supported extensions are {', '.join(SUPPORTED_EXTENSIONS)}")
+    return path
+
+
+def _files_under(root: Path) -> list[Path]:
+    # Hidden entries are editor, VCS and OS droppings (.git, .DS_Store), never data; anything else with an
+    # unknown extension raises rather than being skipped, so data in an unexpected format is not silently lost.
+    return sorted(
+        _check_supported(p)
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def _resolve(source: str) -> list[Path] | None:
+    """The files `source` names, sorted; None for an hf: source."""
+    if source.startswith(HF_PREFIX):
+        return None
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [_check_supported(path)]
+    if path.is_dir():
+        files = _files_under(path)
+        if not files:
+            raise DataError(f"{source}: directory contains no data files")
+        return files
+    if _GLOB_CHARS_RE.search(source):
+        files: list[Path] = []
+        for match in sorted(glob.glob(str(path), recursive=True)):
+            match_path = Path(match)
+            if match_path.is_dir():
+                files.extend(_files_under(match_path))
+            elif match_path.is_file():
+                files.append(_check_supported(match_path))
+        if files:
+            return files
+    raise DataError(f"{source}: no such file, directory or glob match")
+
+
+# --- local files ------------------------------------------------------------------------------
+
+
+def _iter_file(
+    path: Path, text_field: str, txt_mode: str, strict: bool, stats: SourceStats
+) -> Iterator[str]:
+    ext = _extension(path)
+    if ext in TXT_EXTENSIONS:
+        return _iter_txt(path, txt_mode, stats)
+    if ext in JSONL_EXTENSIONS:
+        return _iter_jsonl(path, text_field, strict, stats)
+    if ext == ".json":
+        return _iter_json(path, text_field, strict, stats)
+    if ext == ".parquet":
+        return _iter_parquet(path, text_field, strict, stats)
+    return _iter_csv(path, text_field, strict, stats)
+
+
+def _open_bytes(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        with _open_bytes(path) as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        # gzip reports a truncated or non-gzip file as OSError/EOFError; name the file rather than the codec.
+        raise DataError(f"{path}: cannot read: {e}") from e
+
+
+def _decode(data: bytes, stats: SourceStats) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.decode_replacements += 1
+        return data.decode("utf-8", errors="replace")
+
+
+def _warn_empty(path: Path, stats: SourceStats) -> None:
+    stats.empty_files += 1
+    warnings.warn(f"{path}: empty file, no documents", SourceWarning, stacklevel=4)
+
+
+def _iter_txt(path: Path, txt_mode: str, stats: SourceStats) -> Iterator[str]:
+    data = _read_bytes(path).removeprefix(_UTF8_BOM)
+    if not data.strip():
+        _warn_empty(path, stats)
+        return
+    blocks = [data] if txt_mode == "file" else [b for b in _PARAGRAPH_BREAK_RE.split(data) if b.strip()]
+    for block in blocks:
+        stats.records += 1
+        text = _decode(block.strip() if txt_mode == "paragraphs" else block, stats)
+        stats.documents += 1
+        yield text
+
+
+class _BadRecords:
+    """Skips or raises on bad records of one source, and warns once per source about the field problems
+    (a malformed line is warned about on its own: it usually means a truncated or concatenated file)."""
+
+    def __init__(self, where: str, text_field: str, strict: bool, stats: SourceStats) -> None:
+        self.where, self.text_field, self.strict, self.stats = where, text_field, strict, stats
+        self.field_problems = 0
+        self.first_location = ""
+
+    def malformed(self, location: str, error: Exception) -> None:
+        message = f"{location}: malformed JSON ({error})"
+        if self.strict:
+            raise DataError(message)
+        self.stats._bad("malformed_json")
+        warnings.warn(f"{message}; line skipped", SourceWarning, stacklevel=5)
+
+    def text_of(self, record: Any, location: str) -> str | None:
+        """The record's text, or None (after counting it) when the record has none."""
+        if not isinstance(record, dict):
+            reason, detail = "not_an_object", f"record is a {type(record).__name__}, not an object"
+        elif self.text_field not in record:
+            keys = ", ".join(map(str, record)) or "none"
+            reason, detail = "missing_field", f"record has no {self.text_field!r} field (fields: {keys})"
+        elif not isinstance(record[self.text_field], str):
+            value_type = type(record[self.text_field]).__name__
+            reason, detail = "not_a_string", f"field {self.text_field!r} is a {value_type}, not a string"
+        else:
+            return record[self.text_field]
+        if self.strict:
+            raise DataError(f"{location}: {detail}")
+        self.stats._bad(reason)
+        self.field_problems += 1
+        self.first_location = self.first_location or f"{location}: {detail}"
+        return None
+
+    def finish(self) -> None:
+        if self.field_problems:
+            warnings.warn(
+                f"{self.where}: skipped {self.field_problems} record(s) without a string {self.text_field!r} "
+                f"field; first at {self.first_location}",
+                SourceWarning,
+                stacklevel=5,
+            )
+
+
+def _iter_jsonl(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
+    bad = _BadRecords(str(path), text_field, strict, stats)
+    seen = 0
+    try:
+        with _open_bytes(path) as f:
+            # Binary lines split on b"\n" only; text-mode or str.splitlines would also split on \r, U+2028 and
+            # U+2029, which JSON allows unescaped inside strings, and so break valid records into bad lines.
+            for lineno, raw in enumerate(f, start=1):
+                if lineno == 1:
+                    raw = raw.removeprefix(_UTF8_BOM)
+                if not raw.strip():
+                    continue
+                seen += 1
+                stats.records += 1
+                location = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                    replaced = False
+                except UnicodeDecodeError:
+                    line, replaced = raw.decode("utf-8", errors="replace"), True
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    bad.malformed(location, e)
+                    continue
+                text = bad.text_of(record, location)
+                if text is None:
+                    continue
+                stats.decode_replacements += replaced
+                stats.documents += 1
+                yield text
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read: {e}") from e
+    bad.finish()
+    if not seen:
+        _warn_empty(path, stats)
+
+
+def _iter_json(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
+    data = _read_bytes(path)
+    if not data.strip():
+        _warn_empty(path, stats)
+        return
+    try:
+        # A whole-file document cannot be partly read, so a syntax error here is the file's fault, not a record's.
+        parsed = json.loads(data.removeprefix(_UTF8_BOM).decode("utf-8", errors="replace"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON ({e})") from e
+    if isinstance(parsed, dict) and isinstance(parsed.get("data"), list):
+        records = parsed["data"]
+    elif isinstance(parsed, list):
+        records = parsed
+    else:
+        raise DataError(f'{path}: expected a list of records or {{"data": [...]}}, got a {type(parsed).__name__}')
+    if not records:
+        _warn_empty(path, stats)
+        return
+    yield from _record_texts(records, str(path), _BadRecords(str(path), text_field, strict, stats), stats)
+
+
+def _iter_column(
+    values: Iterable[Any], where: str, path: Path, text_field: str, strict: bool, stats: SourceStats
+) -> Iterator[str]:
+    """Documents from one table column; a null or non-string cell is a bad record, like in JSON."""
+    bad = _BadRecords(str(path), text_field, strict, stats)
+    for row, value in enumerate(values, start=1):
+        stats.records += 1
+        text = bad.text_of({text_field: value}, f"{where} row {row}")
+        if text is not None:
+            stats.documents += 1
+            yield text
+    bad.finish()
+
+
+def _iter_parquet(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: cannot read Parquet: {e}") from e
+    columns = parquet.schema_arrow.names
+    if text_field not in columns:
+        raise DataError(f"{path}: no column {text_field!r}; available columns: {', '.join(columns) or 'none'}")
+    if parquet.metadata.num_rows == 0:
+        _warn_empty(path, stats)
+        return
+
+    def values() -> Iterator[Any]:
+        # Batches keep memory bounded on large files, and only the text column is decoded.
+        for batch in parquet.iter_batches(columns=[text_field]):
+            yield from batch.column(0).to_pylist()
+
+    yield from _iter_column(values(), str(path), path, text_field, strict, stats)
+
+
+def _iter_csv(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), None)
+    if header is None:
+        _warn_empty(path, stats)
+        return
+    header[0] = header[0].removeprefix("\ufeff")
+    if text_field not in header:
+        raise DataError(f"{path}: no column {text_field!r}; available columns: {', '.join(header) or 'none'}")
+    convert = pcsv.ConvertOptions(
+        include_columns=[text_field],
+        # Read as text whatever it looks like: a column of "1", "2" must stay strings, and "" or "NA"
+        # are documents (empty or not), not nulls.
+        column_types={text_field: pa.string()},
+        strings_can_be_null=False,
+    )
+    # Quoted fields may span lines, so positions are reported as data rows, not file lines.
+    parse = pcsv.ParseOptions(newlines_in_values=True)
+    try:
+        reader = pcsv.open_csv(path, parse_options=parse, convert_options=convert)
+        values = [v for batch in reader for v in batch.column(0).to_pylist()]
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: cannot read CSV: {e}") from e
+    if not values:
+        _warn_empty(path, stats)
+        return
+    yield from _iter_column(values, str(path), path, text_field, strict, stats)
+
+
+# --- Hugging Face datasets --------------------------------------------------------------------
+
+
+def _parse_hf(source: str) -> tuple[str, dict[str, Any], str]:
+    """(path, extra load_dataset kwargs, split) of an hf: source."""
+    rest = source[len(HF_PREFIX) :]
+    name, sep, tail = rest.partition(":")
+    if not name:
+        raise DataError(f"{source}: expected hf:NAME_OR_PATH[:SPLIT] or hf:BUILDER:DATA_FILES")
+    if name in HF_FILE_BUILDERS:
+        if not tail:
+            raise DataError(f"{source}: the {name} builder needs data files, e.g. hf:{name}:data/*.{name}")
+        return name, {"data_files": tail}, "train"
+    # Everything after the first colon is the split, so slices such as "train[:10%]" survive.
+    return name, {}, tail or "train"
+
+
+def _iter_hf(source: str, text_field: str, strict: bool, streaming: bool, stats: SourceStats) -> Iterator[str]:
+    import datasets
+
+    name, kwargs, split = _parse_hf(source)
+    data_files = kwargs.get("data_files")
+    if data_files and "://" not in data_files and not glob.glob(str(Path(data_files).expanduser()), recursive=True):
+        # datasets 5.2's json builder meets an empty file list with a bare StopIteration, which inside this
+        # generator turns into an unexplained RuntimeError; local patterns are checked here instead.
+        raise DataError(f"{source}: no files match {data_files!r}")
+    try:
+        dataset = datasets.load_dataset(name, split=split, streaming=streaming, **kwargs)
+    except StopIteration as e:
+        # The same quirk when the files exist but hold no records.
+        raise DataError(f"{source}: no records in the data files") from e
+    except FileNotFoundError as e:
+        raise DataError(f"{source}: no such dataset or data files: {e}") from e
+    except ValueError as e:
+        # An unknown split is a ValueError; so are bad builder arguments. Both are the source string's fault.
+        raise DataError(f"{source}: cannot load: {e}") from e
+    # Streaming datasets may not know their columns before the first record; then each record is checked.
+    columns = dataset.column_names
+    if columns is not None and text_field not in columns:
+        raise DataError(f"{source}: no column {text_field!r}; available columns: {', '.join(columns) or 'none'}")
+    if columns is not None and len(columns) > 1:
+        dataset = dataset.select_columns([text_field])
+    yield from _record_texts(dataset, source, _BadRecords(source, text_field, strict, stats), stats)
+
+
+def _record_texts(records: Iterable[Any], label: str, bad: _BadRecords, stats: SourceStats) -> Iterator[str]:
+    """The text of each record in a list or dataset; bad records are counted (or raise) through `bad`."""
+    for index, record in enumerate(records):
+        stats.records += 1
+        text = bad.text_of(record, f"{label}[record {index}]")
+        if text is not None:
+            stats.documents += 1
+            yield text
+    bad.finish()
