@@ -10,6 +10,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lit_llm.generation import generate_text
+
 
 def _batch_size(batch: dict[str, Any]) -> int:
     return batch["input_ids"].size(0)
@@ -78,20 +80,15 @@ class SampleGeneration(pl.Callback):
             rank_zero_warn("SampleGeneration is skipped under FSDP; generate from a consolidated checkpoint")
             self.every_n_steps = 0
             return []
-        stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
-        room = model.config.block_size
-        texts = []
-        for prompt in self.prompts:
-            ids = tokenizer.encode(prompt)[-(room - self.max_new_tokens) :]
-            out = model.generate(
-                [ids],
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                top_k=self.top_k,
-                stop_tokens=stops,
-                seed=self.seed,
-            )[0]
-            texts.append(tokenizer.decode(out))
+        texts = generate_text(
+            model,
+            tokenizer,
+            self.prompts,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            seed=self.seed,
+        )
         if trainer.is_global_zero:
             self._report(trainer, log_dir, texts)
         return texts

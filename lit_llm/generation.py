@@ -143,6 +143,23 @@ def generate(
     return result
 
 
+def generate_text(model: GPT, tokenizer, prompts: list[str], *, max_new_tokens: int = 100, **sampling) -> list[str]:
+    """Decoded continuations of text prompts, stopping at the tokenizer's EOS.
+
+    Prompts are cropped from the left to leave room for `max_new_tokens` in the block; `sampling`
+    takes `generate`'s temperature, top_k, top_p and seed.
+    """
+    room = model.config.block_size - max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
+    rows = [tokenizer.encode(p)[-room:] for p in prompts]
+    if any(not r for r in rows):
+        raise ValueError("a prompt is empty after tokenization")
+    stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    outs = generate(model, rows, max_new_tokens=max_new_tokens, stop_tokens=stops, **sampling)
+    return [tokenizer.decode(o) for o in outs]
+
+
 def generate_from_checkpoint(
     checkpoint: str,
     prompt: str,
@@ -166,23 +183,13 @@ def generate_from_checkpoint(
     if not meta.get("tokenizer"):
         raise CheckpointError(f"{checkpoint} stores no tokenizer, so text prompts cannot be encoded")
     tokenizer = Tokenizer(json_str=meta["tokenizer"])
-    model = model.to(device)
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError("the prompt is empty after tokenization")
-    room = model.config.block_size - max_new_tokens
-    if room < 1:
-        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
-    ids = ids[-room:]
-    stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
-    outs = generate(
-        model,
-        [ids] * num_samples,
+    return generate_text(
+        model.to(device),
+        tokenizer,
+        [prompt] * num_samples,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        stop_tokens=stops,
         seed=seed,
     )
-    return [tokenizer.decode(o) for o in outs]
