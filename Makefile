@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: setup
+	$(VENV)/bin/lit-llm prepare --config configs/data/demo.yaml
 	$(VENV)/bin/lit-llm fit --config configs/pretrain/tiny.yaml
 	$(VENV)/bin/lit-llm generate --checkpoint runs/pretrain/tiny --prompt "Once upon a time," --max_new_tokens 60 --num_samples 2
 
@@ -34,6 +35,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/pretrain_throughput.py
+	$(PY) benchmarks/data_pipeline.py
 
 clean:
-	rm -rf $(VENV) runs data/pretrain lightning_logs
+	rm -rf $(VENV) runs data/pretrain data/demo lightning_logs

@@ -6,10 +6,6 @@ import re
 import sys
 from argparse import ArgumentError
 
-from jsonargparse import auto_cli
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
-
 from lit_llm.errors import LitLLMError
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
@@ -21,27 +17,31 @@ commands:
   validate   evaluate on the val set: lit-llm validate --config CONFIG --ckpt_path CKPT
   test       evaluate on the test set
   generate   sample from a checkpoint: lit-llm generate --checkpoint CKPT --prompt TEXT
+  prepare    raw text to token files: lit-llm prepare --config configs/data/demo.yaml
 
 'lit-llm COMMAND --help' lists a command's options; 'lit-llm fit --print_config' prints a full config.
 """
 
 
-class LitLLMCLI(LightningCLI):
-    """LightningCLI in subclass mode: any stage and data module can be named by class_path in YAML."""
+def trainer_cli(args: list[str] | None = None, run: bool = True):
+    """LightningCLI in subclass mode: any stage and data module can be named by class_path in YAML.
 
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
-        super().__init__(
-            model_class=LightningModule,
-            datamodule_class=LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_kwargs={"overwrite": True},
-            # Raise instead of printing the whole usage text, so main() can print one clear message.
-            parser_kwargs={"exit_on_error": False},
-            args=args,
-            run=run,
-        )
+    Lightning is imported here rather than at module level, so `lit-llm prepare` starts without it."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    return LightningCLI(
+        model_class=LightningModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        # Raise instead of printing the whole usage text, so main() can print one clear message.
+        parser_kwargs={"exit_on_error": False},
+        args=args,
+        run=run,
+    )
 
 
 def generate(
@@ -87,7 +87,41 @@ def generate(
         print(prompt + text)
 
 
-COMMANDS = {"generate": generate}
+def prepare_command(argv: list[str]) -> None:
+    """`lit-llm prepare --config configs/data/NAME.yaml [--key value ...]`: run the data pipeline."""
+    from jsonargparse import ArgumentParser
+
+    from lit_llm.data.prepare import PrepareConfig, prepare
+    from lit_llm.data.stats import format_table
+
+    parser = ArgumentParser(
+        prog="lit-llm prepare",
+        description="Clean, filter and deduplicate raw text, train a tokenizer and write token files.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--config", action="config", help="a YAML file with the options below")
+    parser.add_class_arguments(PrepareConfig, nested_key=None, fail_untyped=True)
+    parser.add_argument("--force", type=bool, default=False, help="rerun even if the outputs are up to date")
+    parser.add_argument("--progress", type=bool, default=True, help="show progress bars")
+    args = parser.parse_args(argv)
+    force, progress = args.pop("force"), args.pop("progress")
+    args.pop("config", None)
+    init = parser.instantiate(args) if hasattr(parser, "instantiate") else parser.instantiate_classes(args)
+    config = PrepareConfig(**{name: init[name] for name in PrepareConfig.__dataclass_fields__})
+    stats = prepare(config, force=force, progress=progress)
+    print(format_table(stats))
+    if stats.get("up_to_date"):
+        print("outputs are up to date with this config and these inputs; nothing was rerun (--force reruns)")
+    print(f"wrote {config.output_dir} (stats: {config.output_dir}/prepare_stats.json)")
+
+
+def _generate_command(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    auto_cli(generate, args=argv, as_positional=False, prog="lit-llm generate")
+
+
+COMMANDS = {"generate": _generate_command, "prepare": prepare_command}
 
 
 def _config_error_message(exc: ArgumentError) -> str:
@@ -105,10 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         if argv[0] in COMMANDS:
-            auto_cli(COMMANDS[argv[0]], args=argv[1:], as_positional=False, prog=f"lit-llm {argv[0]}")
+            COMMANDS[argv[0]](argv[1:])
         elif argv[0] in TRAINER_COMMANDS:
             # Passing sys.argv explicitly as well would make LightningCLI warn about duplicated args.
-            LitLLMCLI(args=None if from_command_line else argv)
+            trainer_cli(args=None if from_command_line else argv)
         else:
             print(USAGE, file=sys.stderr)
             print(f"lit-llm: error: unknown command {argv[0]!r}", file=sys.stderr)

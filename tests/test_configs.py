@@ -1,4 +1,5 @@
-"""Every YAML in configs/ parses against the current code (strategy files on top of a stage config)."""
+"""Every YAML in configs/ parses against the current code (strategy files on top of a stage config, data
+pipeline configs through `lit-llm prepare`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from lit_llm.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "strategy")
+STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("strategy", "data"))
+DATA_CONFIGS = sorted((CONFIGS / "data").glob("*.yaml"))
 STRATEGY_CONFIGS = sorted((CONFIGS / "strategy").glob("*.yaml"))
 
 
@@ -35,5 +37,18 @@ def test_strategy_config_parses(path, capsys):
     assert "strategy:" in out
 
 
+@pytest.mark.parametrize("path", DATA_CONFIGS, ids=lambda p: p.name)
+def test_data_config_parses(path, capsys):
+    from lit_llm.data.prepare import PrepareConfig
+
+    with pytest.raises(SystemExit) as exc:
+        main(["prepare", "--config", str(path), "--print_config"])
+    assert exc.value.code in (0, None)
+    assert "dedup:" in capsys.readouterr().out
+    # The loader PretrainDataModule(prepare=PATH) uses accepts the same file.
+    assert PrepareConfig.from_yaml(path).sources
+
+
 def test_there_are_configs():
     assert len(STAGE_CONFIGS) >= 2 and {p.name for p in STRATEGY_CONFIGS} >= {"ddp.yaml", "fsdp.yaml"}
+    assert [p.name for p in DATA_CONFIGS] >= ["demo.yaml"]

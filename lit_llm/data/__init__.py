@@ -1,6 +1,24 @@
 """Data modules and the preparation steps they call."""
 
-from lit_llm.data.pretrain import PretrainDataModule
-from lit_llm.data.tokenizer import Tokenizer, train_bpe
+from __future__ import annotations
 
-__all__ = ["PretrainDataModule", "Tokenizer", "train_bpe"]
+import importlib
+from typing import Any
+
+__all__ = ["PrepareConfig", "PretrainDataModule", "Tokenizer", "TokenizerConfig", "prepare", "train_bpe"]
+
+# Loaded on first use, so that the data pipeline does not import torch and Lightning.
+_LAZY = {
+    "PretrainDataModule": "lit_llm.data.pretrain",
+    "PrepareConfig": "lit_llm.data.prepare",
+    "TokenizerConfig": "lit_llm.data.prepare",
+    "prepare": "lit_llm.data.prepare",
+    "Tokenizer": "lit_llm.data.tokenizer",
+    "train_bpe": "lit_llm.data.tokenizer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lit_llm.data' has no attribute {name!r}")

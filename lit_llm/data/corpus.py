@@ -88,3 +88,65 @@ def generate_corpus(num_documents: int = 6000, seed: int = 0) -> Iterator[str]:
     for _ in range(num_documents):
         n_paragraphs = rng.randint(1, 3)
         yield "\n\n".join(rng.choice(kinds)(rng) for _ in range(n_paragraphs))
+
+
+# ---- raw text: the built-in corpus as it would arrive from the web ---------------------------------
+
+_ACCENTED = ["Café Émile", "the naïve señor", "Zoë’s crème brûlée", "a façade in Málaga"]
+_COOKIE_LINES = [
+    "This website uses cookies to improve your experience.",
+    "By continuing you agree to our cookie policy and privacy policy.",
+    "Accept all cookies | Manage cookies | Reject cookies",
+]
+_JUNK = ["Home | About | Contact", "Click here to subscribe!", "Page 2 of 7", "Loading..."]
+_FOREIGN = [
+    "Το μικρό αλεπουδάκι ζούσε στο δάσος και κάθε πρωί περπατούσε ως το ποτάμι με τον φίλο του.",
+    "小狐狸住在森林里，每天早上都和朋友一起走到河边，看着云慢慢地飘过天空。",
+    "Маленькая лиса жила в лесу и каждое утро гуляла к реке со своим старым другом.",
+]
+
+
+def _near_copy(text: str, rng: random.Random) -> str:
+    """The text with one sentence rewritten, the way a page differs from its mirror."""
+    sentences = text.split(". ")
+    i = rng.randrange(len(sentences))
+    sentences[i] = f"{rng.choice(NAMES)} {rng.choice(ACTIVITIES)} with a {rng.choice(ADJECTIVES)} {rng.choice(ANIMALS)}"
+    return ". ".join(sentences)
+
+
+def generate_raw_corpus(num_documents: int = 6000, seed: int = 0) -> Iterator[str]:
+    """Yield the built-in corpus with the defects of scraped text mixed in, for the data pipeline to remove.
+
+    About 1 in 8 documents is an exact or near copy of an earlier one, and smaller shares arrive wrapped in
+    HTML, with UTF-8 read as cp1252 (mojibake), with cookie-banner lines, as navigation junk or in another
+    language; the rest is `generate_corpus`'s text. The same seed always gives the same documents.
+    """
+    rng = random.Random(seed + 1)
+    seen: list[str] = []
+    clean = generate_corpus(num_documents, seed)
+    for _ in range(num_documents):
+        roll = rng.random()
+        if seen and roll < 0.06:
+            doc = rng.choice(seen)
+            yield doc.upper() if rng.random() < 0.2 else doc + "\n"
+            continue
+        if seen and roll < 0.12:
+            yield _near_copy(rng.choice(seen), rng)
+            continue
+        doc = next(clean)
+        roll = rng.random()
+        if roll < 0.05:
+            body = "".join(f"<p>{p}</p>\n" for p in doc.split("\n\n"))
+            doc = f"<html><head><script>track();</script></head><body>{body}&copy; 2024 Tales &amp; Sums</body></html>"
+        elif roll < 0.09:
+            # A sentence with accents and curly quotes, saved as UTF-8 and read back as cp1252.
+            accented = f"{doc}\n\nThey ate at {rng.choice(_ACCENTED)} and said ‘merci’."
+            doc = accented.encode("utf-8").decode("cp1252")
+        elif roll < 0.12:
+            doc = doc + "\n" + "\n".join(_COOKIE_LINES)
+        elif roll < 0.15:
+            doc = rng.choice(_JUNK)
+        elif roll < 0.17:
+            doc = rng.choice(_FOREIGN) * rng.randint(1, 3)
+        seen.append(doc)
+        yield doc

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import glob
+import json
 import logging
 from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +14,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lit_llm.data.shards import TokenFile, open_token_file, write_documents
+from lit_llm.data.prepare import PrepareConfig, prepare
+from lit_llm.data.shards import TokenFile, open_token_file
 from lit_llm.data.tokenizer import Tokenizer
 from lit_llm.errors import ConfigError, DataError
 
@@ -121,11 +123,10 @@ class PretrainDataModule(LightningDataModule):
         val_file: token file for validation; when absent, `val_fraction` of the training tokens is held out.
         val_fraction: tail of the training tokens held out for validation when there is no val_file.
         vocab_size: vocabulary size; required only for raw token files without a sidecar (nanoGPT's).
-        text: text files or globs (one document per file), or ["builtin"] for the generated corpus;
-            tokenized into data_dir when its token files do not exist yet (every 20th document goes to val.bin).
-        tokenizer: tokenizer.json to tokenize `text` with; when None a byte-level BPE is trained.
-        tokenizer_vocab_size: vocabulary size of the trained BPE.
-        builtin_documents: number of documents of the built-in corpus.
+        prepare: the data pipeline that writes the token files into data_dir (its output_dir is replaced
+            by data_dir): a data config YAML such as configs/data/demo.yaml, or the options inline. It runs in
+            `prepare_data` and is skipped when data_dir already holds the outputs of the same config and
+            inputs. None: data_dir must already hold the token files (e.g. from `lit-llm prepare`, or nanoGPT's).
         num_workers: DataLoader worker processes.
         seed: seed of the window order.
     """
@@ -140,10 +141,7 @@ class PretrainDataModule(LightningDataModule):
         val_file: str | None = "val.bin",
         val_fraction: float = 0.0,
         vocab_size: int | None = None,
-        text: list[str] | None = None,
-        tokenizer: str | None = None,
-        tokenizer_vocab_size: int = 2048,
-        builtin_documents: int = 6000,
+        prepare: PrepareConfig | str | None = None,
         num_workers: int = 0,
         seed: int = 42,
     ) -> None:
@@ -152,6 +150,9 @@ class PretrainDataModule(LightningDataModule):
             raise ConfigError(f"data.sampling must be 'random' or 'sequential', got {sampling!r}")
         if block_size < 1 or batch_size < 1:
             raise ConfigError(f"data.block_size and data.batch_size must be positive, got {block_size}, {batch_size}")
+        if isinstance(prepare, PrepareConfig):
+            # Checkpoints keep the hyperparameters; plain data keeps them loadable with weights_only=True.
+            prepare = json.loads(json.dumps(asdict(prepare)))
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.block_size = block_size
@@ -164,32 +165,25 @@ class PretrainDataModule(LightningDataModule):
     # ---- preparation (rank 0, once) ---------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        hp = self.hparams
-        if (self.data_dir / hp.train_file).exists() or not hp.text:
+        config = self.prepare_config()
+        if config is None:
             return
-        documents = self._documents()
-        if hp.tokenizer:
-            tok = Tokenizer(hp.tokenizer)
-        else:
-            from lit_llm.data.tokenizer import train_bpe
+        stats = prepare(config)
+        if not stats.get("up_to_date"):
+            from lit_llm.data.stats import format_table
 
-            tok = train_bpe(self._documents(), vocab_size=hp.tokenizer_vocab_size)
-        metas = write_documents(documents, tok, self.data_dir, val_fraction=0.05)
-        log.info("wrote %s", ", ".join(f"{k}: {m['num_tokens']:,} tokens" for k, m in metas.items()))
+            log.info("prepared %s:\n%s", self.data_dir, format_table(stats))
 
-    def _documents(self) -> Iterator[str]:
-        sources = self.hparams.text
-        if sources == ["builtin"]:
-            from lit_llm.data.corpus import generate_corpus
-
-            yield from generate_corpus(self.hparams.builtin_documents)
-            return
-        for pattern in sources:
-            paths = sorted(glob.glob(pattern, recursive=True))
-            if not paths:
-                raise DataError(f"data.text: no file matches {pattern!r}")
-            for p in paths:
-                yield Path(p).read_text(encoding="utf-8", errors="replace")
+    def prepare_config(self) -> PrepareConfig | None:
+        """The pipeline config with its output_dir set to data_dir, or None without one."""
+        config = self.hparams.prepare
+        if config is None:
+            return None
+        if isinstance(config, (str, Path)):
+            config = PrepareConfig.from_yaml(config)
+        elif isinstance(config, dict):
+            config = PrepareConfig.from_dict(config, where="data.prepare")
+        return replace(config, output_dir=str(self.data_dir))
 
     # ---- per-process setup ----------------------------------------------------------------------
 
@@ -199,7 +193,7 @@ class PretrainDataModule(LightningDataModule):
         hp = self.hparams
         train_path = self.data_dir / hp.train_file
         if not train_path.exists():
-            hint = "" if hp.text else " (set data.text to build it from text files)"
+            hint = "" if hp.prepare else " (set data.prepare to build it from raw text, or run lit-llm prepare)"
             raise DataError(f"token file not found: {train_path}{hint}")
         self.train = open_token_file(train_path, vocab_size=hp.vocab_size)
         tokens = self.train.tokens

@@ -29,6 +29,9 @@ JSONL_EXTENSIONS: tuple[str, ...] = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (*TXT_EXTENSIONS, *JSONL_EXTENSIONS, ".json", ".parquet", ".csv")
 
 HF_PREFIX = "hf:"
+# "builtin" or "builtin:N": the project's generated raw corpus (lit_llm.data.corpus.generate_raw_corpus), no files.
+BUILTIN = "builtin"
+BUILTIN_DEFAULT_DOCUMENTS = 6000
 # Packaged `datasets` builders that read local files: "hf:json:data/*.jsonl" means
 # load_dataset("json", data_files="data/*.jsonl"), not a dataset named "json" with split "data/*.jsonl".
 HF_FILE_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow"})
@@ -74,7 +77,8 @@ def iter_documents(
 
     A source is a file, a directory (recursed; hidden files and directories are skipped), a glob (``**``
     recurses), ``hf:NAME_OR_PATH[:SPLIT]`` for ``datasets.load_dataset(NAME_OR_PATH, split=SPLIT or "train")``,
-    or ``hf:BUILDER:DATA_FILES`` for a packaged builder (json, csv, parquet, text, arrow) over local files.
+    or ``hf:BUILDER:DATA_FILES`` for a packaged builder (json, csv, parquet, text, arrow) over local files,
+    or ``builtin[:N]`` for N documents of the generated raw corpus (default 6000).
     `text_field` names the text in JSON records, table columns and datasets; `txt_mode` makes a .txt/.md file
     one document, or one document per blank-line-separated paragraph. With `strict`, the first bad record
     raises `DataError` instead of being skipped.
@@ -88,6 +92,9 @@ def iter_documents(
     # Resolve everything first, so that a typo in the last source fails before hours of reading the first.
     resolved = [(source, _resolve(source)) for source in sources]
     for source, paths in resolved:
+        if paths is None and _is_builtin(source):
+            yield from _iter_builtin(source, stats)
+            continue
         if paths is None:
             yield from _iter_hf(source, text_field, strict, streaming, stats)
             continue
@@ -125,8 +132,11 @@ def _files_under(root: Path) -> list[Path]:
 
 
 def _resolve(source: str) -> list[Path] | None:
-    """The files `source` names, sorted; None for an hf: source."""
+    """The files `source` names, sorted; None for an hf: or builtin source."""
     if source.startswith(HF_PREFIX):
+        return None
+    if _is_builtin(source):
+        _builtin_size(source)  # fail early on "builtin:many"
         return None
     path = Path(source).expanduser()
     if path.is_file():
@@ -378,6 +388,29 @@ def _iter_csv(path: Path, text_field: str, strict: bool, stats: SourceStats) -> 
         _warn_empty(path, stats)
         return
     yield from _iter_column(values, str(path), path, text_field, strict, stats)
+
+
+# --- the built-in generated corpus ------------------------------------------------------------
+
+
+def _is_builtin(source: str) -> bool:
+    return source == BUILTIN or source.startswith(BUILTIN + ":")
+
+
+def _builtin_size(source: str) -> int:
+    size = source.partition(":")[2] or str(BUILTIN_DEFAULT_DOCUMENTS)
+    if not size.isdigit() or int(size) < 1:
+        raise DataError(f"{source}: expected {BUILTIN} or {BUILTIN}:N with N a positive number of documents")
+    return int(size)
+
+
+def _iter_builtin(source: str, stats: SourceStats) -> Iterator[str]:
+    from lit_llm.data.corpus import generate_raw_corpus
+
+    for text in generate_raw_corpus(_builtin_size(source)):
+        stats.records += 1
+        stats.documents += 1
+        yield text
 
 
 # --- Hugging Face datasets --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -226,33 +227,49 @@ def test_raw_nanogpt_files_through_the_data_module(tmp_path):
     assert dm.val_tokens[0] == 300
 
 
-def test_builtin_text_is_prepared_and_set_up(tmp_path):
+def test_prepare_runs_the_pipeline_into_data_dir_and_is_cached(tmp_path):
     data_dir = tmp_path / "builtin"
-    dm = PretrainDataModule(
-        data_dir=str(data_dir), text=["builtin"], builtin_documents=200, tokenizer_vocab_size=300,
-        block_size=32, batch_size=4,
-    )
+    prepare = {
+        "sources": ["builtin:200"], "output_dir": "ignored", "num_proc": 1,
+        "filters": {"min_words": 10, "gopher_min_words": 10, "gopher_min_stop_words": None},
+        "tokenizer": {"vocab_size": 300},
+    }
+    dm = PretrainDataModule(data_dir=str(data_dir), prepare=prepare, block_size=32, batch_size=4)
     dm.prepare_data()
-    for name in ("train.bin", "train.json", "val.bin", "val.json", "tokenizer.json"):
+    for name in ("train.bin", "train.json", "val.bin", "val.json", "tokenizer.json", "prepare_stats.json"):
         assert (data_dir / name).is_file(), name
+    assert not (tmp_path / "ignored").exists()
+    stats = json.loads((data_dir / "prepare_stats.json").read_text())
     dm.setup()
     tok = dm.tokenizer
     assert tok is not None and tok.vocab_size == 300 and tok.eos_id is not None
     assert dm.vocab_size == 300
     train = open_token_file(data_dir / "train.bin")
     val = open_token_file(data_dir / "val.bin")
-    assert int((train.tokens == tok.eos_id).sum()) == 190 and int((val.tokens == tok.eos_id).sum()) == 10
+    n_train, n_val = stats["splits"]["train"]["num_documents"], stats["splits"]["val"]["num_documents"]
+    assert n_train + n_val == stats["documents_out"] < 200
+    assert int((train.tokens == tok.eos_id).sum()) == n_train and int((val.tokens == tok.eos_id).sum()) == n_val
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (4, 32) and batch["targets"].shape == (4, 32)
     assert int(batch["input_ids"].max()) < 300
     assert dm.val_tokens is not None and len(dm.val_tokens) == len(val)
-    # Document 0 of the built-in corpus goes to train and decodes back exactly.
-    from lit_llm.data.corpus import generate_corpus
-
-    first_doc = next(iter(generate_corpus(200)))
-    first_eos = int(np.flatnonzero(train.tokens == tok.eos_id)[0])
-    assert tok.decode(train.tokens[:first_eos].tolist()) == first_doc
-    # A second prepare_data leaves the existing files alone.
+    # The hyperparameters stay plain data, so checkpoints load with weights_only=True.
+    assert dm.hparams.prepare == prepare
+    # A second prepare_data with the same config leaves the files alone; a changed config reruns.
     before = (data_dir / "train.bin").stat().st_mtime_ns
-    PretrainDataModule(data_dir=str(data_dir), text=["builtin"], builtin_documents=10).prepare_data()
+    PretrainDataModule(data_dir=str(data_dir), prepare=prepare).prepare_data()
     assert (data_dir / "train.bin").stat().st_mtime_ns == before
+    changed = {**prepare, "tokenizer": {"vocab_size": 320}}
+    PretrainDataModule(data_dir=str(data_dir), prepare=changed).prepare_data()
+    assert open_token_file(data_dir / "train.bin").vocab_size == 320
+
+
+def test_prepare_accepts_a_yaml_path(tmp_path):
+    config = tmp_path / "data.yaml"
+    config.write_text("sources: [builtin:50]\nnum_proc: 1\nfilters: {min_words: 5, gopher_min_words: null, "
+                      "gopher_min_stop_words: null}\ndedup: {near: false}\ntokenizer: {vocab_size: 280}\n")
+    dm = PretrainDataModule(data_dir=str(tmp_path / "out"), prepare=str(config))
+    assert dm.prepare_config().output_dir == str(tmp_path / "out")
+    assert dm.prepare_config().dedup.near is False
+    dm.prepare_data()
+    assert open_token_file(tmp_path / "out" / "train.bin").vocab_size == 280
