@@ -328,3 +328,24 @@ def test_stats_add_up_across_formats_and_calls(tmp_path: Path) -> None:
         reasons={"malformed_json": 1, "missing_field": 1, "not_a_string": 1},
     )
     assert_accounted(stats)
+
+
+# --- the built-in raw corpus -------------------------------------------------------------------
+
+
+def test_builtin_source_yields_the_generated_raw_corpus() -> None:
+    from lit_llm.data.corpus import generate_raw_corpus
+
+    stats = SourceStats()
+    docs = list(iter_documents(["builtin:300"], stats=stats))
+    assert docs == list(generate_raw_corpus(300))
+    assert stats.documents == stats.records == 300 and stats.files == 0
+    # The planted defects are there for the pipeline to remove: copies, HTML, mojibake, cookie banners.
+    assert len(set(docs)) < 300
+    assert any("<p>" in d for d in docs) and any("Ã" in d for d in docs) and any("cookies" in d for d in docs)
+
+
+@pytest.mark.parametrize("source", ["builtin:", "builtin:0", "builtin:many"])
+def test_builtin_source_size_must_be_a_positive_number(source: str) -> None:
+    with pytest.raises(DataError, match=f"{source}: expected builtin or builtin:N"):
+        list(iter_documents([source]))
