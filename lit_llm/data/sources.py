@@ -398,7 +398,7 @@ def _is_builtin(source: str) -> bool:
 
 
 def _builtin_size(source: str) -> int:
-    size = source.partition(":")[2] or str(BUILTIN_DEFAULT_DOCUMENTS)
+    size = source.partition(":")[2] if ":" in source else str(BUILTIN_DEFAULT_DOCUMENTS)
     if not size.isdigit() or int(size) < 1:
         raise DataError(f"{source}: expected {BUILTIN} or {BUILTIN}:N with N a positive number of documents")
     return int(size)
