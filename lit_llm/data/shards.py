@@ -71,6 +71,7 @@ class TokenWriter:
         }
         os.replace(self._tmp, self.path)
         sidecar_path(self.path).write_text(json.dumps(meta, indent=2) + "\n")
+        self.meta = meta
         return meta
 
     def __enter__(self) -> TokenWriter:
@@ -149,6 +150,23 @@ def open_token_file(path: str | Path, vocab_size: int | None = None) -> TokenFil
     return TokenFile(path=path, tokens=tokens, vocab_size=vocab_size, num_bytes=num_bytes, tokenizer=tokenizer)
 
 
+def require_eos(tokenizer) -> int:
+    """The tokenizer's end-of-sequence id, which token files put after every document."""
+    if tokenizer.eos_id is None:
+        raise DataError("the tokenizer has no end-of-sequence token ('</s>', '<|endoftext|>' or '<|end_of_text|>')")
+    return tokenizer.eos_id
+
+
+def append_documents(writer: TokenWriter, tokenizer, texts: list[str]) -> None:
+    """Tokenize `texts` in one batch and append them to `writer`, each followed by EOS."""
+    if not texts:
+        return
+    eos = np.array([require_eos(tokenizer)], dtype=np.int64)
+    encoded = tokenizer.encode_batch(texts)
+    ids = np.concatenate([part for e in encoded for part in (np.asarray(e, dtype=np.int64), eos)])
+    writer.write(ids, text_bytes=sum(len(t.encode("utf-8")) for t in texts), documents=len(texts))
+
+
 def write_documents(
     documents: Iterable[str],
     tokenizer,
@@ -162,9 +180,8 @@ def write_documents(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    require_eos(tokenizer)
     tokenizer.save(out_dir / "tokenizer.json")
-    if tokenizer.eos_id is None:
-        raise DataError("the tokenizer has no end-of-sequence token ('</s>' or '<|endoftext|>')")
     every = round(1 / val_fraction) if val_fraction > 0 else 0
     writers = {
         split: TokenWriter(out_dir / f"{split}.bin", tokenizer.vocab_size, tokenizer="tokenizer.json")
@@ -175,10 +192,12 @@ def write_documents(
 
     def flush() -> None:
         nonlocal seen
-        for text, ids in zip(batch, tokenizer.encode_batch(batch)):
-            split = "val" if every and seen % every == every - 1 else "train"
-            writers[split].write(ids + [tokenizer.eos_id], text_bytes=len(text.encode("utf-8")))
+        groups: dict[str, list[str]] = {"train": [], "val": []}
+        for text in batch:
+            groups["val" if every and seen % every == every - 1 else "train"].append(text)
             seen += 1
+        for split, texts in groups.items():
+            append_documents(writers[split], tokenizer, texts)
         batch.clear()
 
     try:

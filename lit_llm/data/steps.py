@@ -8,9 +8,11 @@ are never hashed. Each worker times its steps, so the stats still give seconds p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +31,7 @@ from lit_llm.data.dedup import (
     near_duplicate_clusters,
 )
 from lit_llm.data.filters import FilterConfig, first_failing_rule, remove_boilerplate_lines
-from lit_llm.data.shards import TokenWriter
+from lit_llm.data.shards import TokenWriter, append_documents, require_eos
 from lit_llm.data.tokenizer import Tokenizer, train_bpe
 from lit_llm.errors import DataError
 
@@ -57,15 +59,15 @@ def process_documents(ds, clean: CleanConfig, filters: FilterConfig, dedup: Dedu
     procs = num_proc or os.cpu_count() or 1
     # Starting a worker costs about a second; below a couple of batches per worker it is not worth it.
     procs = max(1, min(procs, len(ds) // max(batch_size, 1)))
-    fingerprint = _hash(ds._fingerprint, asdict(clean), asdict(filters), asdict(dedup), PIPELINE_VERSION)
+    key = fingerprint(ds._fingerprint, asdict(clean), asdict(filters), asdict(dedup), PIPELINE_VERSION)
     kwargs: dict[str, Any] = {}
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        kwargs["cache_file_name"] = str(cache / f"process-{fingerprint}.arrow")
+        kwargs["cache_file_name"] = str(cache / f"process-{key}.arrow")
     ds = ds.map(
         _process_batch, fn_kwargs={"clean": clean, "filters": filters, "exact": dedup.exact, "hasher": hasher},
         batched=True, batch_size=batch_size, num_proc=procs if procs > 1 else None, remove_columns=ds.column_names,
-        features=Features(columns), new_fingerprint=fingerprint, desc="clean, filter, hash", **kwargs,
+        features=Features(columns), new_fingerprint=key, desc="clean, filter, hash", **kwargs,
     )
     table = ds.data.table
     seconds = {s: float(np.sum(table.column(f"seconds_{s}").to_numpy())) / procs for s in _TIMED_STEPS}
@@ -124,10 +126,7 @@ def select_documents(ds, dedup: DedupConfig, seconds: dict[str, float], rejected
     ids = table.column("id").to_numpy()
     reasons = table.column("reject").to_pylist()
     passed = np.array([r is None for r in reasons], dtype=bool)
-    rule_counts: dict[str, int] = {}
-    for r in reasons:
-        if r is not None:
-            rule_counts[r] = rule_counts.get(r, 0) + 1
+    rule_counts = Counter(r for r in reasons if r is not None).most_common()
     if rejected is not None:
         rejected.write(ds, np.flatnonzero(~passed), "filter", reasons)
     bytes_col = table.column("bytes").to_numpy()
@@ -135,16 +134,15 @@ def select_documents(ds, dedup: DedupConfig, seconds: dict[str, float], rejected
         report.stage("clean", n, n, seconds["clean"]) | {
             "bytes_in": int(table.column("raw_bytes").to_numpy().sum()), "bytes_out": int(bytes_col.sum())},
         report.stage("filter", n, int(passed.sum()), seconds["filter"],
-                     removed={f"rule:{k}": v for k, v in sorted(rule_counts.items(), key=lambda kv: -kv[1])})
+                     removed={f"rule:{k}": v for k, v in rule_counts})
         | {"boilerplate_lines_removed": int(table.column("boilerplate_lines").to_numpy().sum()),
            "bytes_out": int(bytes_col[passed].sum())},
     ]
     keep = np.flatnonzero(passed)
     if not len(keep):
-        top = sorted(rule_counts.items(), key=lambda kv: -kv[1])
         raise DataError(
-            f"the quality filters removed all {n} documents (most by rule {top[0][0]!r}: "
-            f"{', '.join(f'{k} {v}' for k, v in top[:3])}); relax that rule under filters: in the config "
+            f"the quality filters removed all {n} documents (most by rule {rule_counts[0][0]!r}: "
+            f"{', '.join(f'{k} {v}' for k, v in rule_counts[:3])}); relax that rule under filters: in the config "
             "(null switches a rule off)"
         )
     if dedup.exact:
@@ -210,8 +208,7 @@ def write_token_files(splits: dict[str, Any], tok: Tokenizer, out: Path, batch_s
     beside them. Returns ({split: sidecar meta}, stage record)."""
     from tqdm.auto import tqdm
 
-    if tok.eos_id is None:
-        raise DataError("the tokenizer has no end-of-sequence token ('</s>', '<|endoftext|>' or '<|end_of_text|>')")
+    require_eos(tok)
     t0 = time.perf_counter()
     tok.save_pretrained(out)
     metas, n_docs = {}, 0
@@ -221,16 +218,13 @@ def write_token_files(splits: dict[str, Any], tok: Tokenizer, out: Path, batch_s
             for stale in (path, path.with_suffix(".json")):
                 stale.unlink(missing_ok=True)
             continue
-        eos = np.array([tok.eos_id], dtype=np.int64)
         with TokenWriter(path, tok.vocab_size, tokenizer="tokenizer.json") as writer, tqdm(
             total=len(ds), desc=f"tokenize {name}", unit="doc", disable=not progress
         ) as bar:
             for batch in ds.iter(batch_size=batch_size):
-                encoded = tok.encode_batch(batch["text"])
-                ids = np.concatenate([part for e in encoded for part in (np.asarray(e, dtype=np.int64), eos)])
-                writer.write(ids, text_bytes=int(sum(batch["bytes"])), documents=len(encoded))
-                bar.update(len(encoded))
-        metas[name] = json.loads(path.with_suffix(".json").read_text())
+                append_documents(writer, tok, batch["text"])
+                bar.update(len(batch["text"]))
+        metas[name] = writer.meta
         n_docs += len(ds)
     return metas, report.stage("tokenize", n_docs, n_docs, time.perf_counter() - t0)
 
@@ -281,7 +275,6 @@ def batches(docs: Iterator[str], size: int = 10_000) -> Iterator[tuple[list[int]
         yield ids, texts
 
 
-def _hash(*parts: Any) -> str:
-    import hashlib
-
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (anything else by its str), naming cached files and configs."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
