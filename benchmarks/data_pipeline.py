@@ -161,10 +161,11 @@ class Corpus:
 
 def dedup_quality(corpus: Corpus, rejected: Path) -> dict:
     removed = {}
-    for line in open(rejected):
-        r = json.loads(line)
-        if r["stage"] == "near_dedup":
-            removed[r["id"]] = r["duplicate_of"]
+    with open(rejected) as f:
+        for line in f:
+            r = json.loads(line)
+            if r["stage"] == "near_dedup":
+                removed[r["id"]] = r["duplicate_of"]
     group = corpus.group
     planted = corpus.near_rate
     found = {i for i, kept in removed.items() if i in planted and group[kept] == group[i]}
@@ -231,11 +232,10 @@ def main() -> None:
 
         # The same corpus at the common 0.8 threshold, only re-deduplicated (cleaning and filtering are cached).
         cfg = PrepareConfig.from_dict(stats_n["config"])
-        at_08 = prepare(replace(cfg, dedup=DedupConfig(threshold=0.8)), progress=False)
+        prepare(replace(cfg, dedup=DedupConfig(threshold=0.8)), progress=False)
         q08 = dedup_quality(corpus, Path(cfg.output_dir) / "rejected.jsonl")
         print(f"[N] at threshold 0.8: recall {q08['recall']:.4f}, precision {q08['precision']:.4f}; by edit rate: "
               + ", ".join(f"{k}: {v:.3f}" for k, v in q08["recall_by_rate"].items()))
-        del at_08
 
         kept_texts = _kept_texts(work / "out-N", stats_n, args.tokenizer_mb)
         del corpus
@@ -264,8 +264,7 @@ def main() -> None:
 
 
 def _kept_texts(out: Path, stats: dict, mb: float) -> list[str]:
-    """Decoded kept documents are not stored; re-read the filtered, deduplicated text from the token files'
-    source: the cached Arrow dataset of the final stage is internal, so decode train.bin instead."""
+    """About `mb` MB of the kept (cleaned, filtered, deduplicated) documents, decoded back from train.bin."""
     from lit_llm.data.shards import open_token_file
     from lit_llm.data.tokenizer import Tokenizer
 

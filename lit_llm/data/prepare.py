@@ -76,6 +76,10 @@ class PrepareConfig:
             if value is not None and value < 1:
                 raise ConfigError(f"prepare config: {name} must be >= 1, got {value}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain JSON data (what prepare_stats.json and checkpoint hyperparameters hold)."""
+        return json.loads(json.dumps(asdict(self)))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "prepare config") -> PrepareConfig:
         """Build from a plain dict (a YAML file's content); unknown keys are an error naming the key."""
@@ -157,7 +161,7 @@ def _run(config: PrepareConfig, out: Path, cache: Path, key: str, progress: bool
         clean_filter_dedup_seconds=round(pass_seconds, 3),  # wall clock of the pass, all workers together
         config_hash=key,
         pipeline_version=steps.PIPELINE_VERSION,
-        config=_jsonable(asdict(config)),
+        config=config.to_dict(),
         rejected_file=REJECTED_FILE if config.write_rejected else None,
     )
     (out / STATS_FILE).write_text(json.dumps(stats, indent=2))
@@ -172,7 +176,7 @@ def read_documents(config: PrepareConfig, cache: Path, progress: bool = True):
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    key = _hash(_source_options(config), _input_fingerprint(config.sources), steps.PIPELINE_VERSION)
+    key = steps.fingerprint(_source_options(config), _input_fingerprint(config.sources), steps.PIPELINE_VERSION)
     folder = cache / f"read-{key}"
     arrow, stats_file = folder / "data.arrow", folder / "stats.json"
     cached = _read_json(stats_file)
@@ -218,11 +222,12 @@ def read_documents(config: PrepareConfig, cache: Path, progress: bool = True):
 def config_hash(config: PrepareConfig) -> str:
     """Hash of everything that determines the outputs: the config (less where things are written and how
     many processes run) and the input files' sizes and modification times."""
-    data = _jsonable(asdict(config))
+    data = config.to_dict()
     for irrelevant in ("output_dir", "cache_dir", "num_proc", "batch_size"):
         data.pop(irrelevant)
     tokenizer_file = config.tokenizer.path
-    return _hash(data, _input_fingerprint(config.sources), _file_digest(tokenizer_file), steps.PIPELINE_VERSION)
+    inputs = _input_fingerprint(config.sources)
+    return steps.fingerprint(data, inputs, _file_digest(tokenizer_file), steps.PIPELINE_VERSION)
 
 
 def _source_options(config: PrepareConfig) -> dict[str, Any]:
@@ -249,14 +254,6 @@ def _file_digest(path: str | None) -> str | None:
     p = Path(path)
     p = p / "tokenizer.json" if p.is_dir() else p
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-
-
-def _hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(parts), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))
 
 
 def _read_json(path: Path) -> dict | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,7 +151,7 @@ class PretrainDataModule(LightningDataModule):
             raise ConfigError(f"data.block_size and data.batch_size must be positive, got {block_size}, {batch_size}")
         if isinstance(prepare, PrepareConfig):
             # Checkpoints keep the hyperparameters; plain data keeps them loadable with weights_only=True.
-            prepare = json.loads(json.dumps(asdict(prepare)))
+            prepare = prepare.to_dict()
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.block_size = block_size

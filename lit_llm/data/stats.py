@@ -46,7 +46,7 @@ def summarize(source_stats: Any, stages: list[dict], splits: dict[str, dict]) ->
 def format_table(stats: dict[str, Any]) -> str:
     """The stats as a fixed-width table: documents per stage and per reason, bytes, tokens, seconds."""
     lines = [f"{'stage':<26}{'docs in':>11}{'docs out':>11}{'removed':>10}{'MB out':>10}{'seconds':>10}"]
-    for s in stages_of(stats):
+    for s in stats["stages"]:
         mb = f"{s['bytes_out'] / 1e6:.2f}" if "bytes_out" in s else ""
         removed = s["docs_in"] - s["docs_out"]
         lines.append(f"{s['stage']:<26}{s['docs_in']:>11,}{s['docs_out']:>11,}{removed:>10,}{mb:>10}{s['seconds']:>10.2f}")
@@ -64,7 +64,3 @@ def format_table(stats: dict[str, Any]) -> str:
         f"{stats['bytes_per_token'] or 0:.2f} bytes/token, {stats['seconds']:.1f} s"
     )
     return "\n".join(lines)
-
-
-def stages_of(stats: dict[str, Any]) -> list[dict]:
-    return stats["stages"]
