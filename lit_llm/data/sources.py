@@ -1,11 +1,13 @@
-"""Reading raw documents for the pretraining data pipeline: local text, JSON Lines, JSON, Parquet and CSV files
-(directories, globs, gzip variants) and Hugging Face datasets, yielded one document string at a time.
+"""Reading raw data for the training pipelines: local text, JSON Lines, JSON, Parquet and CSV files (directories,
+globs, gzip variants) and Hugging Face datasets. `iter_documents` yields one document string at a time for
+pretraining; `iter_records` yields whole records (dicts) for the fine-tuning and preference stages. Both share
+the record formats' readers, so a JSON line, table row or dataset record is read the same way for either.
 
 Bad input is handled in two ways. Whole-source problems (a path that matches nothing, an unsupported extension,
 a missing column, an unreadable file) raise `DataError`. Single bad records (a malformed JSON line, a record
-without the text field or whose text is not a string) are skipped, warned about and counted in `SourceStats`,
-or raise `DataError` naming `file:line` with `strict=True`. For every format, records seen = documents +
-bad_records, so a run's losses can be accounted for from the stats alone.
+that is not a JSON object, and for documents one without the text field or whose text is not a string) are
+skipped, warned about and counted in `SourceStats`, or raise `DataError` naming `file:line` with `strict=True`.
+For every format, records seen = documents + bad_records, so a run's losses can be accounted for from the stats.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import glob
 import gzip
 import json
 import re
+import sys
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +29,8 @@ from lit_llm.errors import DataError
 
 TXT_EXTENSIONS: tuple[str, ...] = (".txt", ".md", ".txt.gz", ".md.gz")
 JSONL_EXTENSIONS: tuple[str, ...] = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (*TXT_EXTENSIONS, *JSONL_EXTENSIONS, ".json", ".parquet", ".csv")
+RECORD_EXTENSIONS: tuple[str, ...] = (*JSONL_EXTENSIONS, ".json", ".parquet", ".csv")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (*TXT_EXTENSIONS, *RECORD_EXTENSIONS)
 
 HF_PREFIX = "hf:"
 # "builtin" or "builtin:N": the project's generated raw corpus (lit_llm.data.corpus.generate_raw_corpus), no files.
@@ -41,6 +45,7 @@ HF_FILE_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow"})
 _PARAGRAPH_BREAK_RE = re.compile(rb"\n[ \t\r\f\v]*\n\s*")
 _UTF8_BOM = b"\xef\xbb\xbf"
 _GLOB_CHARS_RE = re.compile(r"[*?\[]")
+_RECORD_FORMATS = f"record sources are {', '.join(RECORD_EXTENSIONS)} files and hf: datasets"
 
 
 class SourceWarning(UserWarning):
@@ -49,12 +54,13 @@ class SourceWarning(UserWarning):
 
 @dataclass
 class SourceStats:
-    """Counts filled in by `iter_documents` as it reads; pass one instance to accumulate over several calls."""
+    """Counts filled in by `iter_documents` and `iter_records` as they read; pass one instance to accumulate
+    over several calls."""
 
-    documents: int = 0  # documents yielded
+    documents: int = 0  # documents yielded (by iter_records: records yielded)
     files: int = 0  # local files opened (hf: sources are not files)
     records: int = 0  # records seen: text documents/paragraphs, non-blank JSON lines, JSON/table rows
-    bad_records: int = 0  # malformed JSON lines, records without the text field or with non-string text, skipped
+    bad_records: int = 0  # malformed JSON lines, non-objects, records without a string text field: skipped
     decode_replacements: int = 0  # documents whose bytes were not valid UTF-8 (decoded with U+FFFD replacement)
     empty_files: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # bad-record counts by reason
@@ -85,25 +91,82 @@ def iter_documents(
     """
     if txt_mode not in ("file", "paragraphs"):
         raise DataError(f"txt_mode must be 'file' or 'paragraphs', got {txt_mode!r}")
-    if isinstance(sources, str):
-        # A bare string would otherwise be read character by character as a list of one-letter paths.
-        raise DataError(f"sources must be a list of paths, got the string {sources!r}; wrap it in a list")
     stats = stats if stats is not None else SourceStats()
     # Resolve everything first, so that a typo in the last source fails before hours of reading the first.
-    resolved = [(source, _resolve(source)) for source in sources]
+    resolved = _resolve_all(sources)
     for source, paths in resolved:
         if paths is None and _is_builtin(source):
             yield from _iter_builtin(source, stats)
             continue
         if paths is None:
-            yield from _iter_hf(source, text_field, strict, streaming, stats)
+            bad = _BadRecords(source, text_field, strict, stats)
+            # Only the text column is selected, so the other columns are never decoded.
+            records = _hf_records(source, [text_field], streaming, stats, narrow_each=False)
+            yield from (text for _, text in _accepted(records, bad, stats))
             continue
         for path in paths:
             stats.files += 1
-            yield from _iter_file(path, text_field, txt_mode, strict, stats)
+            if _extension(path) in TXT_EXTENSIONS:
+                yield from _iter_txt(path, txt_mode, stats)
+                continue
+            bad = _BadRecords(str(path), text_field, strict, stats)
+            # Parquet and CSV read only the text column; JSON records are parsed whole either way.
+            yield from (text for _, text in _accepted(_file_records(path, [text_field], bad, stats), bad, stats))
+
+
+def iter_records(
+    sources: list[str],
+    strict: bool = False,
+    streaming: bool = False,
+    stats: SourceStats | None = None,
+    columns: list[str] | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (location, record) for each record of `sources`: .jsonl/.ndjson (+.gz), .json (list or {"data": [...]}),
+    .parquet, .csv files, directories and globs of them (same resolution rules as iter_documents), and hf:NAME[:SPLIT] /
+    hf:BUILDER:DATA_FILES through datasets.load_dataset.
+
+    `location` names where the record came from, for the caller's own messages ("data/sft.jsonl:17: record has
+    no 'output' field"): ``path:LINE`` for JSON Lines (1-based file line), ``path[record I]`` for a JSON list
+    (0-based), ``path row N`` for Parquet and CSV (1-based data row) and ``hf:...[record I]`` for datasets.
+    `columns` makes Parquet, CSV and datasets read only those columns (a missing one raises `DataError` naming
+    the source and its columns); JSON records are returned whole. CSV values are strings, as written.
+
+    A malformed JSON line or a record that is not a JSON object is a bad record: counted in `stats` (reasons
+    ``malformed_json``, ``not_an_object``) and warned about with `SourceWarning`, or, with `strict`, raises
+    `DataError` naming its location. Here ``stats.documents`` counts the records yielded, so
+    ``stats.records == stats.documents + stats.bad_records``. Text files (.txt, .md) and ``builtin`` hold no
+    records and raise `DataError` before anything is read.
+    """
+    if columns is not None and (isinstance(columns, str) or not columns):
+        raise DataError(f"columns must be None or a non-empty list of column names, got {columns!r}")
+    stats = stats if stats is not None else SourceStats()
+    resolved = _resolve_all(sources)
+    for source, paths in resolved:
+        if paths is None and _is_builtin(source):
+            raise DataError(f"{source}: the built-in corpus is plain text, not records; {_RECORD_FORMATS}")
+        for path in paths or ():
+            if _extension(path) in TXT_EXTENSIONS:
+                where = str(path) if Path(source).expanduser() == path else f"{source}: {path}"
+                raise DataError(f"{where}: a text file is not a record format; {_RECORD_FORMATS}")
+    for source, paths in resolved:
+        if paths is None:
+            bad = _BadRecords(source, None, strict, stats)
+            yield from _accepted(_hf_records(source, columns, streaming, stats, narrow_each=True), bad, stats)
+            continue
+        for path in paths:
+            stats.files += 1
+            bad = _BadRecords(str(path), None, strict, stats)
+            yield from _accepted(_file_records(path, columns, bad, stats), bad, stats)
 
 
 # --- resolving sources ------------------------------------------------------------------------
+
+
+def _resolve_all(sources: list[str]) -> list[tuple[str, list[Path] | None]]:
+    if isinstance(sources, str):
+        # A bare string would otherwise be read character by character as a list of one-letter paths.
+        raise DataError(f"sources must be a list of paths, got the string {sources!r}; wrap it in a list")
+    return [(source, _resolve(source)) for source in sources]
 
 
 def _extension(path: Path) -> str | None:
@@ -162,21 +225,6 @@ def _resolve(source: str) -> list[Path] | None:
 # --- local files ------------------------------------------------------------------------------
 
 
-def _iter_file(
-    path: Path, text_field: str, txt_mode: str, strict: bool, stats: SourceStats
-) -> Iterator[str]:
-    ext = _extension(path)
-    if ext in TXT_EXTENSIONS:
-        return _iter_txt(path, txt_mode, stats)
-    if ext in JSONL_EXTENSIONS:
-        return _iter_jsonl(path, text_field, strict, stats)
-    if ext == ".json":
-        return _iter_json(path, text_field, strict, stats)
-    if ext == ".parquet":
-        return _iter_parquet(path, text_field, strict, stats)
-    return _iter_csv(path, text_field, strict, stats)
-
-
 def _open_bytes(path: Path) -> Any:
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
@@ -198,9 +246,17 @@ def _decode(data: bytes, stats: SourceStats) -> str:
         return data.decode("utf-8", errors="replace")
 
 
+def _warn(message: str) -> None:
+    """Warn as from the first caller outside this module, however deeply its readers are nested."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, SourceWarning, stacklevel=level)
+
+
 def _warn_empty(path: Path, stats: SourceStats) -> None:
     stats.empty_files += 1
-    warnings.warn(f"{path}: empty file, no documents", SourceWarning, stacklevel=4)
+    _warn(f"{path}: empty file, no documents")
 
 
 def _iter_txt(path: Path, txt_mode: str, stats: SourceStats) -> Iterator[str]:
@@ -217,10 +273,11 @@ def _iter_txt(path: Path, txt_mode: str, stats: SourceStats) -> Iterator[str]:
 
 
 class _BadRecords:
-    """Skips or raises on bad records of one source, and warns once per source about the field problems
-    (a malformed line is warned about on its own: it usually means a truncated or concatenated file)."""
+    """Skips or raises on bad records of one source, and warns once per source about the shape problems
+    (a malformed line is warned about on its own: it usually means a truncated or concatenated file).
+    With a `text_field` it accepts a record's string text (documents), without one any JSON object (records)."""
 
-    def __init__(self, where: str, text_field: str, strict: bool, stats: SourceStats) -> None:
+    def __init__(self, where: str, text_field: str | None, strict: bool, stats: SourceStats) -> None:
         self.where, self.text_field, self.strict, self.stats = where, text_field, strict, stats
         self.field_problems = 0
         self.first_location = ""
@@ -230,7 +287,15 @@ class _BadRecords:
         if self.strict:
             raise DataError(message)
         self.stats._bad("malformed_json")
-        warnings.warn(f"{message}; line skipped", SourceWarning, stacklevel=5)
+        _warn(f"{message}; line skipped")
+
+    def accept(self, record: Any, location: str) -> Any:
+        """The record's text (documents) or the record itself (records); None, after counting it, if bad."""
+        if self.text_field is not None:
+            return self.text_of(record, location)
+        if isinstance(record, dict):
+            return record
+        return self._skip(location, "not_an_object", f"record is a {type(record).__name__}, not an object")
 
     def text_of(self, record: Any, location: str) -> str | None:
         """The record's text, or None (after counting it) when the record has none."""
@@ -244,25 +309,51 @@ class _BadRecords:
             reason, detail = "not_a_string", f"field {self.text_field!r} is a {value_type}, not a string"
         else:
             return record[self.text_field]
+        return self._skip(location, reason, detail)
+
+    def _skip(self, location: str, reason: str, detail: str) -> None:
         if self.strict:
             raise DataError(f"{location}: {detail}")
         self.stats._bad(reason)
         self.field_problems += 1
         self.first_location = self.first_location or f"{location}: {detail}"
-        return None
 
     def finish(self) -> None:
         if self.field_problems:
-            warnings.warn(
-                f"{self.where}: skipped {self.field_problems} record(s) without a string {self.text_field!r} "
-                f"field; first at {self.first_location}",
-                SourceWarning,
-                stacklevel=5,
-            )
+            what = "that are not JSON objects"
+            if self.text_field is not None:
+                what = f"without a string {self.text_field!r} field"
+            _warn(f"{self.where}: skipped {self.field_problems} record(s) {what}; first at {self.first_location}")
 
 
-def _iter_jsonl(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
-    bad = _BadRecords(str(path), text_field, strict, stats)
+# A record as a reader yields it: (location, parsed record, whether its bytes were not valid UTF-8).
+_Read = tuple[str, Any, bool]
+
+
+def _accepted(records: Iterator[_Read], bad: _BadRecords, stats: SourceStats) -> Iterator[tuple[str, Any]]:
+    """(location, text or record) for each record of one source that `bad` accepts; the rest are counted."""
+    for location, record, replaced in records:
+        value = bad.accept(record, location)
+        if value is not None:
+            stats.decode_replacements += replaced
+            stats.documents += 1
+            yield location, value
+    bad.finish()
+
+
+def _file_records(path: Path, columns: list[str] | None, bad: _BadRecords, stats: SourceStats) -> Iterator[_Read]:
+    """The records of a JSON Lines, JSON, Parquet or CSV file; `columns` narrows tables (None: all columns)."""
+    ext = _extension(path)
+    if ext in JSONL_EXTENSIONS:
+        return _jsonl_records(path, bad, stats)
+    if ext == ".json":
+        return _json_records(path, stats)
+    if ext == ".parquet":
+        return _parquet_records(path, columns, stats)
+    return _csv_records(path, columns, stats)
+
+
+def _jsonl_records(path: Path, bad: _BadRecords, stats: SourceStats) -> Iterator[_Read]:
     seen = 0
     try:
         with _open_bytes(path) as f:
@@ -286,20 +377,14 @@ def _iter_jsonl(path: Path, text_field: str, strict: bool, stats: SourceStats) -
                 except json.JSONDecodeError as e:
                     bad.malformed(location, e)
                     continue
-                text = bad.text_of(record, location)
-                if text is None:
-                    continue
-                stats.decode_replacements += replaced
-                stats.documents += 1
-                yield text
+                yield location, record, replaced
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read: {e}") from e
-    bad.finish()
     if not seen:
         _warn_empty(path, stats)
 
 
-def _iter_json(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
+def _json_records(path: Path, stats: SourceStats) -> Iterator[_Read]:
     data = _read_bytes(path)
     if not data.strip():
         _warn_empty(path, stats)
@@ -318,24 +403,29 @@ def _iter_json(path: Path, text_field: str, strict: bool, stats: SourceStats) ->
     if not records:
         _warn_empty(path, stats)
         return
-    yield from _record_texts(records, str(path), _BadRecords(str(path), text_field, strict, stats), stats)
-
-
-def _iter_column(
-    values: Iterable[Any], where: str, path: Path, text_field: str, strict: bool, stats: SourceStats
-) -> Iterator[str]:
-    """Documents from one table column; a null or non-string cell is a bad record, like in JSON."""
-    bad = _BadRecords(str(path), text_field, strict, stats)
-    for row, value in enumerate(values, start=1):
+    for index, record in enumerate(records):
         stats.records += 1
-        text = bad.text_of({text_field: value}, f"{where} row {row}")
-        if text is not None:
-            stats.documents += 1
-            yield text
-    bad.finish()
+        yield f"{path}[record {index}]", record, False
 
 
-def _iter_parquet(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
+def _check_columns(where: str, columns: list[str] | None, available: list[str]) -> None:
+    missing = [c for c in columns or () if c not in available]
+    if missing:
+        names = ("column " if len(missing) == 1 else "columns ") + ", ".join(map(repr, missing))
+        raise DataError(f"{where}: no {names}; available columns: {', '.join(available) or 'none'}")
+
+
+def _table_records(path: Path, batches: Iterator[Any], stats: SourceStats) -> Iterator[_Read]:
+    """Table rows as records; a null cell stays None (and is a bad record to documents, like in JSON)."""
+    row = 0
+    for batch in batches:
+        for record in batch.to_pylist():
+            row += 1
+            stats.records += 1
+            yield f"{path} row {row}", record, False
+
+
+def _parquet_records(path: Path, columns: list[str] | None, stats: SourceStats) -> Iterator[_Read]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -343,22 +433,15 @@ def _iter_parquet(path: Path, text_field: str, strict: bool, stats: SourceStats)
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: cannot read Parquet: {e}") from e
-    columns = parquet.schema_arrow.names
-    if text_field not in columns:
-        raise DataError(f"{path}: no column {text_field!r}; available columns: {', '.join(columns) or 'none'}")
+    _check_columns(str(path), columns, parquet.schema_arrow.names)
     if parquet.metadata.num_rows == 0:
         _warn_empty(path, stats)
         return
-
-    def values() -> Iterator[Any]:
-        # Batches keep memory bounded on large files, and only the text column is decoded.
-        for batch in parquet.iter_batches(columns=[text_field]):
-            yield from batch.column(0).to_pylist()
-
-    yield from _iter_column(values(), str(path), path, text_field, strict, stats)
+    # Batches keep memory bounded on large files, and only the wanted columns are decoded.
+    yield from _table_records(path, parquet.iter_batches(columns=columns), stats)
 
 
-def _iter_csv(path: Path, text_field: str, strict: bool, stats: SourceStats) -> Iterator[str]:
+def _csv_records(path: Path, columns: list[str] | None, stats: SourceStats) -> Iterator[_Read]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -368,26 +451,26 @@ def _iter_csv(path: Path, text_field: str, strict: bool, stats: SourceStats) -> 
         _warn_empty(path, stats)
         return
     header[0] = header[0].removeprefix("\ufeff")
-    if text_field not in header:
-        raise DataError(f"{path}: no column {text_field!r}; available columns: {', '.join(header) or 'none'}")
+    _check_columns(str(path), columns, header)
+    wanted = header if columns is None else columns
     convert = pcsv.ConvertOptions(
-        include_columns=[text_field],
+        include_columns=wanted,
         # Read as text whatever it looks like: a column of "1", "2" must stay strings, and "" or "NA"
         # are documents (empty or not), not nulls.
-        column_types={text_field: pa.string()},
+        column_types=dict.fromkeys(wanted, pa.string()),
         strings_can_be_null=False,
     )
     # Quoted fields may span lines, so positions are reported as data rows, not file lines.
     parse = pcsv.ParseOptions(newlines_in_values=True)
     try:
-        reader = pcsv.open_csv(path, parse_options=parse, convert_options=convert)
-        values = [v for batch in reader for v in batch.column(0).to_pylist()]
+        # Read whole, so that a parse error anywhere is raised before any of the file's records are yielded.
+        table = pcsv.open_csv(path, parse_options=parse, convert_options=convert).read_all()
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: cannot read CSV: {e}") from e
-    if not values:
+    if not table.num_rows:
         _warn_empty(path, stats)
         return
-    yield from _iter_column(values, str(path), path, text_field, strict, stats)
+    yield from _table_records(path, iter(table.to_batches()), stats)
 
 
 # --- the built-in generated corpus ------------------------------------------------------------
@@ -430,7 +513,11 @@ def _parse_hf(source: str) -> tuple[str, dict[str, Any], str]:
     return name, {}, tail or "train"
 
 
-def _iter_hf(source: str, text_field: str, strict: bool, streaming: bool, stats: SourceStats) -> Iterator[str]:
+def _hf_records(
+    source: str, columns: list[str] | None, streaming: bool, stats: SourceStats, narrow_each: bool
+) -> Iterator[_Read]:
+    """The records of an hf: source, only `columns` of them if given. A streaming dataset may not know its
+    columns before the first record; then records come whole, or with `narrow_each` are narrowed one by one."""
     import datasets
 
     name, kwargs, split = _parse_hf(source)
@@ -449,21 +536,15 @@ def _iter_hf(source: str, text_field: str, strict: bool, streaming: bool, stats:
     except ValueError as e:
         # An unknown split is a ValueError; so are bad builder arguments. Both are the source string's fault.
         raise DataError(f"{source}: cannot load: {e}") from e
-    # Streaming datasets may not know their columns before the first record; then each record is checked.
-    columns = dataset.column_names
-    if columns is not None and text_field not in columns:
-        raise DataError(f"{source}: no column {text_field!r}; available columns: {', '.join(columns) or 'none'}")
-    if columns is not None and len(columns) > 1:
-        dataset = dataset.select_columns([text_field])
-    yield from _record_texts(dataset, source, _BadRecords(source, text_field, strict, stats), stats)
-
-
-def _record_texts(records: Iterable[Any], label: str, bad: _BadRecords, stats: SourceStats) -> Iterator[str]:
-    """The text of each record in a list or dataset; bad records are counted (or raise) through `bad`."""
-    for index, record in enumerate(records):
+    available = dataset.column_names
+    if available is not None:
+        _check_columns(source, columns, available)
+        if columns is not None and list(available) != columns:
+            dataset = dataset.select_columns(columns)
+    for index, record in enumerate(dataset):
         stats.records += 1
-        text = bad.text_of(record, f"{label}[record {index}]")
-        if text is not None:
-            stats.documents += 1
-            yield text
-    bad.finish()
+        location = f"{source}[record {index}]"
+        if narrow_each and available is None and columns is not None:
+            _check_columns(location, columns, list(record))
+            record = {c: record[c] for c in columns}
+        yield location, record, False

@@ -1,10 +1,12 @@
 """Reading raw documents: every file format, paragraphs mode, bad UTF-8, bad records (skipped or strict), directory
-and glob sources, source errors, empty files, tables with and without the text column, local hf: datasets, stats."""
+and glob sources, source errors, empty files, tables with and without the text column, local hf: datasets, stats.
+Reading whole records (iter_records): every record format, locations, bad records, columns, rejected sources."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lit_llm.data.sources import SourceStats, SourceWarning, iter_documents
+from lit_llm.data.sources import SourceStats, SourceWarning, iter_documents, iter_records
 from lit_llm.errors import DataError
 
 
@@ -144,7 +146,7 @@ def test_missing_and_non_string_fields_are_counted_by_reason(tmp_path: Path) -> 
 
 def test_missing_field_in_strict_mode_raises_naming_line_and_field(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "a.jsonl", [{"content": "one"}, {"body": "two"}])
-    with pytest.raises(DataError, match=rf"a\.jsonl:2: record has no 'content' field"):
+    with pytest.raises(DataError, match=r"a\.jsonl:2: record has no 'content' field"):
         read([str(path)], text_field="content", strict=True)
 
 
@@ -349,3 +351,219 @@ def test_builtin_source_yields_the_generated_raw_corpus() -> None:
 def test_builtin_source_size_must_be_a_positive_number(source: str) -> None:
     with pytest.raises(DataError, match=f"{source}: expected builtin or builtin:N"):
         list(iter_documents([source]))
+
+
+# --- whole records (iter_records) --------------------------------------------------------------
+
+
+def records(sources: list[str], **kwargs: object) -> tuple[list[tuple[str, dict]], SourceStats]:
+    stats = SourceStats()
+    return list(iter_records(sources, stats=stats, **kwargs)), stats
+
+
+ALPACA = {"instruction": "Add", "input": "2 2", "output": "4"}
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+PREFERENCE = {"prompt": "p", "chosen": "good", "rejected": "bad"}
+
+
+def test_records_jsonl_and_gzip_are_whole_records_located_by_file_line(tmp_path: Path) -> None:
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps(ALPACA) + "\n\n" + json.dumps(CHAT) + "\n", encoding="utf-8")
+    with gzip.open(tmp_path / "pref.ndjson.gz", "wt", encoding="utf-8") as f:
+        f.write("\n" + json.dumps(PREFERENCE) + "\n")
+    got, stats = records([str(path), str(tmp_path / "pref.ndjson.gz")])
+    assert got == [(f"{path}:1", ALPACA), (f"{path}:3", CHAT), (f"{tmp_path / 'pref.ndjson.gz'}:2", PREFERENCE)]
+    assert (stats.documents, stats.records, stats.files, stats.bad_records) == (3, 3, 2, 0)
+
+
+def test_records_json_list_and_data_wrapper_are_located_by_record_index(tmp_path: Path) -> None:
+    listed, wrapped = tmp_path / "a.json", tmp_path / "b.json"
+    listed.write_text(json.dumps([ALPACA, PREFERENCE]), encoding="utf-8")
+    wrapped.write_text(json.dumps({"data": [CHAT], "version": 2}), encoding="utf-8")
+    got, stats = records([str(listed), str(wrapped)], columns=["ignored"])  # JSON records come whole
+    assert got == [(f"{listed}[record 0]", ALPACA), (f"{listed}[record 1]", PREFERENCE), (f"{wrapped}[record 0]", CHAT)]
+    assert (stats.documents, stats.records) == (3, 3)
+
+
+def test_records_parquet_reads_only_the_given_columns(tmp_path: Path) -> None:
+    path = tmp_path / "pref.parquet"
+    table = pa.table({"id": [7, 8, 9], "prompt": ["p1", "p2", None], "chosen": ["c1", "c2", "c3"]})
+    pq.write_table(table, path, row_group_size=2)
+    got, stats = records([str(path)], columns=["prompt", "chosen"])
+    assert got == [
+        (f"{path} row 1", {"prompt": "p1", "chosen": "c1"}),
+        (f"{path} row 2", {"prompt": "p2", "chosen": "c2"}),
+        (f"{path} row 3", {"prompt": None, "chosen": "c3"}),  # a null is a value for the caller to judge
+    ]
+    assert (stats.documents, stats.records, stats.bad_records) == (3, 3, 0)
+    everything, _ = records([str(path)])
+    assert everything[0] == (f"{path} row 1", {"id": 7, "prompt": "p1", "chosen": "c1"})
+
+
+def test_records_csv_values_stay_strings_and_rows_are_data_rows(tmp_path: Path) -> None:
+    path = tmp_path / "sft.csv"
+    path.write_text('instruction,output,n\n"two\nlines",4,1\nsay nothing,,2\n', encoding="utf-8")
+    got, stats = records([str(path)])
+    assert got == [
+        (f"{path} row 1", {"instruction": "two\nlines", "output": "4", "n": "1"}),
+        (f"{path} row 2", {"instruction": "say nothing", "output": "", "n": "2"}),
+    ]
+    assert records([str(path)], columns=["n"])[0] == [(f"{path} row 1", {"n": "1"}), (f"{path} row 2", {"n": "2"})]
+    assert stats.documents == 2
+
+
+def test_records_directory_mixes_formats_in_sorted_order(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [ALPACA])
+    (tmp_path / "b.json").write_text(json.dumps([PREFERENCE]), encoding="utf-8")
+    pq.write_table(pa.table({"prompt": ["pq"]}), tmp_path / "c.parquet")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.csv").write_text("prompt\ncsv\n", encoding="utf-8")
+    (tmp_path / ".hidden.jsonl").write_text("not json\n", encoding="utf-8")
+    got, stats = records([str(tmp_path)])
+    assert got == [
+        (f"{tmp_path / 'a.jsonl'}:1", ALPACA),
+        (f"{tmp_path / 'b.json'}[record 0]", PREFERENCE),
+        (f"{tmp_path / 'c.parquet'} row 1", {"prompt": "pq"}),
+        (f"{tmp_path / 'sub' / 'd.csv'} row 1", {"prompt": "csv"}),
+    ]
+    assert (stats.files, stats.documents, stats.records, stats.bad_records) == (4, 4, 4, 0)
+
+
+@pytest.mark.usefixtures("hf_cache")
+@pytest.mark.parametrize("streaming", [True, False])
+def test_records_hf_json_builder_over_local_files(tmp_path: Path, streaming: bool) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "pref.jsonl", [PREFERENCE, {"prompt": "q", "chosen": "y", "rejected": "n"}])
+    source = f"hf:json:{data}/*.jsonl"
+    got, stats = records([source], streaming=streaming)
+    assert got == [
+        (f"{source}[record 0]", PREFERENCE),
+        (f"{source}[record 1]", {"prompt": "q", "chosen": "y", "rejected": "n"}),
+    ]
+    assert (stats.documents, stats.records, stats.files) == (2, 2, 0)
+    narrowed, _ = records([source], streaming=streaming, columns=["chosen"])
+    assert narrowed == [(f"{source}[record 0]", {"chosen": "good"}), (f"{source}[record 1]", {"chosen": "y"})]
+
+
+def test_records_malformed_lines_and_non_objects_are_counted_and_warned(tmp_path: Path) -> None:
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps(ALPACA) + '\n{"instruction": \n[1, 2]\n42\n' + json.dumps(CHAT) + "\n", encoding="utf-8")
+    with pytest.warns(SourceWarning) as caught:
+        got, stats = records([str(path)])
+    assert got == [(f"{path}:1", ALPACA), (f"{path}:5", CHAT)]
+    messages = [str(w.message) for w in caught]
+    assert messages[0].startswith(f"{path}:2: malformed JSON (") and messages[0].endswith("; line skipped")
+    assert messages[1] == (
+        f"{path}: skipped 2 record(s) that are not JSON objects; first at {path}:3: record is a list, not an object"
+    )
+    assert stats.reasons == {"malformed_json": 1, "not_an_object": 2}
+    assert (stats.records, stats.documents, stats.bad_records) == (5, 2, 3)
+    assert_accounted(stats)
+
+
+def test_records_non_object_in_a_json_list_is_a_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([ALPACA, "just text", CHAT]), encoding="utf-8")
+    with pytest.warns(SourceWarning, match=r"a\.json\[record 1\]: record is a str, not an object"):
+        got, stats = records([str(path)])
+    assert [location for location, _ in got] == [f"{path}[record 0]", f"{path}[record 2]"]
+    assert (stats.reasons, stats.records, stats.documents) == ({"not_an_object": 1}, 3, 2)
+
+
+def test_records_strict_mode_raises_naming_the_location(tmp_path: Path) -> None:
+    path = tmp_path / "sft.jsonl"
+    path.write_text(json.dumps(ALPACA) + "\n\n{broken\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}:3: malformed JSON"):
+        records([str(path)], strict=True)
+    listed = tmp_path / "a.json"
+    listed.write_text(json.dumps([ALPACA, ALPACA, 5]), encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{re.escape(str(listed))}\\[record 2\\]: record is a int, not an object$"):
+        records([str(listed)], strict=True)
+
+
+def test_records_reject_text_and_builtin_sources_before_reading(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [ALPACA])
+    (tmp_path / "notes.txt").write_text("plain text", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        records([str(tmp_path / "notes.txt")])
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'notes.txt'}: a text file is not a record format; record sources are ")
+    assert ".jsonl" in message and ".parquet" in message and ".csv" in message and "hf:" in message
+    # In a directory the text file is named with the source, and nothing is yielded before the error.
+    stream = iter_records([str(tmp_path / "a.jsonl"), str(tmp_path)])
+    expected = f"{tmp_path}: {tmp_path / 'notes.txt'}: a text file is not a record format"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}"):
+        next(stream)
+    with pytest.raises(DataError, match="^builtin:10: the built-in corpus is plain text, not records; record sources"):
+        records(["builtin:10"])
+
+
+def test_records_missing_columns_name_the_source_and_available_columns(tmp_path: Path) -> None:
+    parquet, table_csv = tmp_path / "a.parquet", tmp_path / "b.csv"
+    pq.write_table(pa.table({"prompt": ["p"], "id": [1]}), parquet)
+    table_csv.write_text("prompt,id\np,1\n", encoding="utf-8")
+    expected = f"{parquet}: no column 'chosen'; available columns: prompt, id"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        records([str(parquet)], columns=["prompt", "chosen"])
+    expected = f"{table_csv}: no columns 'chosen', 'rejected'; available columns: prompt, id"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}$"):
+        records([str(table_csv)], columns=["chosen", "rejected"])
+
+
+@pytest.mark.usefixtures("hf_cache")
+def test_records_hf_missing_column_names_the_source(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [PREFERENCE])
+    source = f"hf:json:{tmp_path}/a.jsonl"
+    with pytest.raises(DataError, match=r"hf:json:.*a\.jsonl: no column 'output'; available columns: prompt, chosen"):
+        records([source], columns=["output"])
+
+
+def test_records_reject_bad_arguments(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [ALPACA])
+    with pytest.raises(DataError, match="list"):
+        records(str(tmp_path / "a.jsonl"))  # type: ignore[arg-type]
+    for columns in ("prompt", []):
+        with pytest.raises(DataError, match="columns must be None or a non-empty list"):
+            records([str(tmp_path / "a.jsonl")], columns=columns)
+
+
+def test_records_stats_add_up_with_empty_files_and_bad_utf8(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(b'{"output": "caf\xe9"}\n[]\n{"output": "ok"}\n')
+    (tmp_path / "b.jsonl").write_bytes(b"")
+    (tmp_path / "c.json").write_text("[]", encoding="utf-8")
+    (tmp_path / "d.csv").write_text("output\n", encoding="utf-8")  # a header and no rows
+    pq.write_table(pa.table({"output": ["q"]}), tmp_path / "e.parquet")
+    stats = SourceStats()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = list(iter_records([str(tmp_path)], stats=stats))
+    assert [record for _, record in got] == [{"output": "caf\ufffd"}, {"output": "ok"}, {"output": "q"}]
+    assert sum("empty file" in str(w.message) for w in caught) == 3
+    assert stats == SourceStats(
+        documents=3, files=5, records=4, bad_records=1, decode_replacements=1, empty_files=3,
+        reasons={"not_an_object": 1},
+    )
+    assert_accounted(stats)
+
+
+def test_documents_read_only_the_text_column_of_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.csv as pcsv
+
+    pq.write_table(pa.table({"id": [1], "text": ["from parquet"], "meta": ["m"]}), tmp_path / "a.parquet")
+    (tmp_path / "b.csv").write_text("id,text,meta\n1,from csv,m\n", encoding="utf-8")
+    asked: list[object] = []
+    iter_batches, open_csv = pq.ParquetFile.iter_batches, pcsv.open_csv
+
+    def spy_batches(self: pq.ParquetFile, *args: object, **kwargs: object) -> object:
+        asked.append(kwargs["columns"])
+        return iter_batches(self, *args, **kwargs)
+
+    def spy_open_csv(*args: object, **kwargs: object) -> object:
+        asked.append(kwargs["convert_options"].include_columns)
+        return open_csv(*args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy_batches)
+    monkeypatch.setattr(pcsv, "open_csv", spy_open_csv)
+    assert read([str(tmp_path)])[0] == ["from parquet", "from csv"]
+    assert asked == [["text"], ["text"]]
