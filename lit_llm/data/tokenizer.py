@@ -127,9 +127,17 @@ class Tokenizer:
             (directory / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return directory
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, nothing added. Special-token strings in the text (e.g. "<|user|>") become their id."""
-        return self._tok.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, allow_special: bool = True) -> list[int]:
+        """Token ids of `text`, nothing added. Special-token strings in the text (e.g. "<|user|>") become their id,
+        unless `allow_special=False`: then they are encoded as ordinary text, so user content can never spell a
+        role or end-of-turn token."""
+        if allow_special:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        self._tok.encode_special_tokens = True
+        try:
+            return self._tok.encode(text, add_special_tokens=False).ids
+        finally:
+            self._tok.encode_special_tokens = False
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         # The fast variant (tokenizers >= 0.21) skips character offsets, which nothing here uses; same ids.
