@@ -29,6 +29,9 @@ demo: setup
 	$(VENV)/bin/lit-llm prepare --config configs/data/demo.yaml
 	$(VENV)/bin/lit-llm fit --config configs/pretrain/tiny.yaml
 	$(VENV)/bin/lit-llm generate --checkpoint runs/pretrain/tiny --prompt "Once upon a time," --max_new_tokens 60 --num_samples 2
+	$(VENV)/bin/lit-llm fit --config configs/sft/tiny.yaml
+	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny]' --split test --per_task 100
+	$(VENV)/bin/lit-llm generate --checkpoint runs/sft/tiny --prompt "How many times does the letter o appear in moon?" --temperature 0
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

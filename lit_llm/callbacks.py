@@ -18,7 +18,8 @@ def _batch_size(batch: dict[str, Any]) -> int:
 
 
 def _num_tokens(batch: dict[str, Any]) -> int:
-    return batch["input_ids"].numel()
+    # Padded batches (SFT) say how many of their positions are real tokens; padding is not throughput.
+    return int(batch.get("num_tokens", batch["input_ids"].numel()))
 
 
 class TokenThroughput(ThroughputMonitor):
@@ -97,16 +98,21 @@ class SampleGeneration(pl.Callback):
         rank_zero_info(f"samples at step {trainer.global_step}:")
         for prompt, text in zip(self.prompts, texts):
             rank_zero_info(f"  {prompt!r} -> {text!r}")
-        if log_dir:
-            path = Path(log_dir) / "samples.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                for prompt, text in zip(self.prompts, texts):
-                    f.write(json.dumps({"step": trainer.global_step, "prompt": prompt, "completion": text}) + "\n")
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_text"):
-                rows = [[trainer.global_step, p, t] for p, t in zip(self.prompts, texts)]
-                logger.log_text(key="samples", columns=["step", "prompt", "completion"], data=rows)
+        rows = [[trainer.global_step, p, t] for p, t in zip(self.prompts, texts)]
+        write_samples(trainer, log_dir, ["step", "prompt", "completion"], rows)
+
+
+def write_samples(trainer: pl.Trainer, log_dir: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    """Append generated samples to `log_dir/samples.jsonl` and send them to loggers with a text table (W&B)."""
+    if log_dir:
+        path = Path(log_dir) / "samples.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            for row in rows:
+                f.write(json.dumps(dict(zip(columns, row))) + "\n")
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_text"):
+            logger.log_text(key="samples", columns=columns, data=rows)
 
 
 class ValidationSummary(pl.Callback):

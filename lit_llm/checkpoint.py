@@ -10,12 +10,15 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lit_llm.errors import CheckpointError
 from lit_llm.model import GPT, Config
+
+if TYPE_CHECKING:
+    from lit_llm.data.tokenizer import Tokenizer
 
 META_KEY = "lit_llm"
 
@@ -75,3 +78,16 @@ def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
         raise CheckpointError(
             f"{source}: weights do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
         )
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer from a tokenizer.json, a folder holding one, or a lit_llm checkpoint (file or run folder)."""
+    from lit_llm.data.tokenizer import Tokenizer
+
+    path = Path(path)
+    if path.suffix == ".json" or (path.is_dir() and (path / "tokenizer.json").is_file()):
+        return Tokenizer(path)
+    meta = checkpoint_meta(load_checkpoint(path), path)
+    if not meta.get("tokenizer"):
+        raise CheckpointError(f"{path} stores no tokenizer")
+    return Tokenizer(json_str=meta["tokenizer"])

@@ -18,6 +18,7 @@ commands:
   test       evaluate on the test set
   generate   sample from a checkpoint: lit-llm generate --checkpoint CKPT --prompt TEXT
   prepare    raw text to token files: lit-llm prepare --config configs/data/demo.yaml
+  evaluate   exact match per built-in task: lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny]'
 
 'lit-llm COMMAND --help' lists a command's options; 'lit-llm fit --print_config' prints a full config.
 """
@@ -54,8 +55,10 @@ def generate(
     num_samples: int = 1,
     seed: int | None = 1337,
     device: str = "auto",
+    raw: bool = False,
 ) -> None:
-    """Print continuations of a prompt from a lit_llm checkpoint.
+    """Print samples for a prompt from a lit_llm checkpoint: replies in the checkpoint's prompt style when it was
+    trained with one (SFT and later stages), else continuations of the text.
 
     Args:
         checkpoint: a .ckpt file, or a run folder holding checkpoints/last.ckpt.
@@ -67,10 +70,11 @@ def generate(
         num_samples: independent samples to print.
         seed: random seed of the sampler.
         device: "auto", "cpu" or "cuda".
+        raw: continue the prompt as plain text even when the checkpoint has a prompt style.
     """
-    from lit_llm.generation import generate_from_checkpoint
+    from lit_llm.generation import sample_checkpoint
 
-    texts = generate_from_checkpoint(
+    texts, replies = sample_checkpoint(
         checkpoint,
         prompt,
         max_new_tokens=max_new_tokens,
@@ -80,11 +84,12 @@ def generate(
         num_samples=num_samples,
         seed=seed,
         device=device,
+        raw=raw,
     )
     for i, text in enumerate(texts):
         if num_samples > 1:
             print(f"--- sample {i + 1}")
-        print(prompt + text)
+        print(f"user: {prompt}\nassistant: {text}" if replies else prompt + text)
 
 
 def prepare_command(argv: list[str]) -> None:
@@ -115,13 +120,66 @@ def prepare_command(argv: list[str]) -> None:
     print(f"wrote {config.output_dir} (stats: {config.output_dir}/prepare_stats.json)")
 
 
-def _generate_command(argv: list[str]) -> None:
-    from jsonargparse import auto_cli
+def evaluate(
+    checkpoints: list[str],
+    split: str = "test",
+    tasks: list[str] | None = None,
+    per_task: int = 100,
+    prompt_style: str | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+) -> None:
+    """Print each checkpoint's exact-match accuracy (and mean verifier reward) on the built-in verifiable tasks.
 
-    auto_cli(generate, args=argv, as_positional=False, prog="lit-llm generate")
+    Args:
+        checkpoints: lit_llm checkpoints (.ckpt files or run folders), one column each.
+        split: task split to ask: "test" (held out from training and validation), "val" or "train".
+        tasks: tasks to ask (None: all built-in tasks).
+        per_task: prompts per task.
+        prompt_style: style to ask in; None uses each checkpoint's own, and alpaca for one without (pretraining).
+        max_new_tokens: longest answer.
+        batch_size: prompts answered at once.
+        seed: seed of the prompts drawn from the split.
+        device: "auto", "cpu" or "cuda".
+    """
+    import torch
+
+    from lit_llm.eval.tasks import evaluate_checkpoint, format_scores
+
+    if isinstance(checkpoints, str):
+        checkpoints = [checkpoints]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    columns = {
+        path: evaluate_checkpoint(
+            path, split, tasks, per_task, prompt_style, max_new_tokens, batch_size, seed, device=device
+        )
+        for path in checkpoints
+    }
+    print(f"exact match on the {split} split of the built-in tasks:")
+    print(format_scores(columns))
+    print("mean verifier reward (1 = exact, partial credit below 0.5):")
+    print(format_scores(columns, metric="reward"))
 
 
-COMMANDS = {"generate": _generate_command, "prepare": prepare_command}
+def _function_command(function, prog: str):
+    """A command whose options are a function's typed, documented parameters."""
+
+    def run(argv: list[str]) -> None:
+        from jsonargparse import auto_cli
+
+        auto_cli(function, args=argv, as_positional=False, prog=prog)
+
+    return run
+
+
+COMMANDS = {
+    "generate": _function_command(generate, "lit-llm generate"),
+    "prepare": prepare_command,
+    "evaluate": _function_command(evaluate, "lit-llm evaluate"),
+}
 
 
 def _config_error_message(exc: ArgumentError) -> str:

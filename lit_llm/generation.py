@@ -160,7 +160,31 @@ def generate_text(model: GPT, tokenizer, prompts: list[str], *, max_new_tokens: 
     return [tokenizer.decode(o) for o in outs]
 
 
-def generate_from_checkpoint(
+def generate_responses(
+    model: GPT, tokenizer, style, conversations: list[list[dict]], *, max_new_tokens: int = 100, **sampling
+) -> list[str]:
+    """Decoded assistant replies to conversations rendered with a prompt style, stopping at its stop tokens.
+
+    Prompts are cropped from the left to leave room for `max_new_tokens`; `sampling` as in `generate_text`.
+    """
+    from lit_llm.data.templates import prompt_ids, stop_ids
+
+    room = model.config.block_size - max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
+    rows = [prompt_ids(tokenizer, style, messages)[-room:] for messages in conversations]
+    outs = generate(model, rows, max_new_tokens=max_new_tokens, stop_tokens=stop_ids(tokenizer, style), **sampling)
+    return [tokenizer.decode(o) for o in outs]
+
+
+def generate_from_checkpoint(checkpoint: str, prompt: str, **kwargs) -> list[str]:
+    """Samples for `prompt` from a checkpoint. One trained with a prompt style (SFT and later stages) answers
+    `prompt` as a user message in that style, stopping at its stop tokens; otherwise, or with `raw=True`, the
+    text is continued as is up to EOS. Keyword arguments as in `sample_checkpoint`."""
+    return sample_checkpoint(checkpoint, prompt, **kwargs)[0]
+
+
+def sample_checkpoint(
     checkpoint: str,
     prompt: str,
     *,
@@ -171,9 +195,11 @@ def generate_from_checkpoint(
     num_samples: int = 1,
     seed: int | None = 1337,
     device: str = "auto",
-) -> list[str]:
-    """Continuations of `prompt` (text, decoded with the tokenizer stored in the checkpoint)."""
+    raw: bool = False,
+) -> tuple[list[str], bool]:
+    """`generate_from_checkpoint`'s samples, and whether they are replies in the checkpoint's prompt style."""
     from lit_llm.checkpoint import load_model
+    from lit_llm.data.templates import load_style
     from lit_llm.data.tokenizer import Tokenizer
     from lit_llm.errors import CheckpointError
 
@@ -183,13 +209,10 @@ def generate_from_checkpoint(
     if not meta.get("tokenizer"):
         raise CheckpointError(f"{checkpoint} stores no tokenizer, so text prompts cannot be encoded")
     tokenizer = Tokenizer(json_str=meta["tokenizer"])
-    return generate_text(
-        model.to(device),
-        tokenizer,
-        [prompt] * num_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-    )
+    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    model = model.to(device)
+    if meta.get("prompt_style") and not raw:
+        style = load_style(meta["prompt_style"])
+        conversation = [{"role": "user", "content": prompt}]
+        return generate_responses(model, tokenizer, style, [conversation] * num_samples, **sampling), True
+    return generate_text(model, tokenizer, [prompt] * num_samples, **sampling), False

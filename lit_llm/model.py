@@ -115,6 +115,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def packed_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) boolean mask for packed sequences: causal, and only within a query's own segment, so the
+    examples packed into one row never attend to each other. Give each example (and the padding) its own id."""
+    T = segment_ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    return causal & (segment_ids[:, :, None] == segment_ids[:, None, :])
+
+
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float = 1e-5) -> None:
         super().__init__()

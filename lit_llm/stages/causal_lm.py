@@ -85,7 +85,7 @@ class CausalLM(LightningModule):
             self.tokenizer = dm.tokenizer
         data_vocab = getattr(dm, "vocab_size", None)
         if data_vocab is not None:
-            if hp.vocab_size is None and not hp.init_from:
+            if hp.get("vocab_size") is None and not hp.init_from:
                 self.config = self.config.replace(vocab_size=data_vocab)
             elif data_vocab > self.config.vocab_size:
                 raise ConfigError(

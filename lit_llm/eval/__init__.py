@@ -1,0 +1,1 @@
+"""Evaluation: scoring checkpoints on the built-in verifiable tasks."""

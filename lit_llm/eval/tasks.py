@@ -1,0 +1,93 @@
+"""Scoring models on the built-in verifiable tasks: greedy answers, verifier rewards, exact match per task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lit_llm.data.tasks import get_task, task_records
+from lit_llm.data.templates import PromptStyle, load_style
+from lit_llm.generation import generate_responses
+
+
+@dataclass
+class TaskScores:
+    """Answers and their scores: per task (and "all") the number of prompts, exact-match rate and mean reward."""
+
+    responses: list[str]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def score_answers(
+    model: Any,
+    tokenizer: Any,
+    style: PromptStyle,
+    conversations: list[list[dict[str, Any]]],
+    tasks: list[str | None],
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+) -> TaskScores:
+    """Answer each conversation greedily and score the answers of task prompts with their task's verifier
+    (the last user message is the task prompt); conversations with task None are answered but not scored."""
+    responses: list[str] = []
+    for start in range(0, len(conversations), batch_size):
+        batch = conversations[start : start + batch_size]
+        responses += generate_responses(model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=0)
+    sums: dict[str, list[float]] = {}
+    for messages, task, response in zip(conversations, tasks, responses):
+        if task is None:
+            continue
+        reward = get_task(task).verify(messages[-1]["content"], response)
+        for key in (task, "all"):
+            n, exact, total = sums.get(key, (0, 0.0, 0.0))
+            sums[key] = (n + 1, exact + (reward == 1.0), total + reward)
+    scores = {k: {"n": n, "exact_match": exact / n, "reward": total / n} for k, (n, exact, total) in sums.items()}
+    if "all" in scores:  # last, after the tasks in the order they came
+        scores["all"] = scores.pop("all")
+    return TaskScores(responses, scores)
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    split: str = "test",
+    tasks: list[str] | None = None,
+    per_task: int = 100,
+    prompt_style: str | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+) -> TaskScores:
+    """Score a checkpoint on `per_task` prompts of each task's `split`, asked in the checkpoint's prompt style
+    (or `prompt_style`; "alpaca" for a checkpoint trained without one, e.g. straight from pretraining)."""
+    from lit_llm.checkpoint import load_model
+    from lit_llm.data.tokenizer import Tokenizer
+    from lit_llm.errors import CheckpointError
+
+    model, meta = load_model(checkpoint)
+    if not meta.get("tokenizer"):
+        raise CheckpointError(f"{checkpoint} stores no tokenizer")
+    style = load_style(prompt_style or meta.get("prompt_style") or "alpaca")
+    records = task_records(split, tasks, per_task=per_task, seed=seed)
+    conversations = [[{"role": "user", "content": r["instruction"]}] for r in records]
+    return score_answers(
+        model.to(device), Tokenizer(json_str=meta["tokenizer"]), style, conversations, [r["task"] for r in records],
+        max_new_tokens=max_new_tokens, batch_size=batch_size,
+    )
+
+
+def format_scores(columns: dict[str, TaskScores], metric: str = "exact_match") -> str:
+    """A table with one row per task and one column per scored model."""
+    names = list(columns)
+    tasks = list(dict.fromkeys(t for scores in columns.values() for t in scores.scores))
+    width = max([len(t) for t in tasks] + [4])
+    widths = [max(len(n), 8) for n in names]
+    lines = [f"{'task':<{width}}  {'n':>5}  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, widths))]
+    for task in tasks:
+        first = next(s.scores[task] for s in columns.values() if task in s.scores)
+        cells = []
+        for name, w in zip(names, widths):
+            value = columns[name].scores.get(task, {}).get(metric)
+            cells.append(f"{value:>{w}.3f}" if value is not None else " " * (w - 1) + "-")
+        lines.append(f"{task:<{width}}  {int(first['n']):>5}  " + "  ".join(cells))
+    return "\n".join(lines)
