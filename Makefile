@@ -39,6 +39,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/pretrain_throughput.py
 	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/sft_packing.py
 
 clean:
 	rm -rf $(VENV) runs data/pretrain data/demo lightning_logs
