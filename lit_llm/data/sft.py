@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import logging
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lit_llm.data.conversations import (
@@ -33,8 +33,6 @@ from lit_llm.data.templates import BoundaryError, PromptStyle, encode_conversati
 from lit_llm.data.tokenizer import Tokenizer
 from lit_llm.errors import ConfigError, DataError
 from lit_llm.losses import IGNORE_INDEX
-
-log = logging.getLogger(__name__)
 
 TASKS_SOURCE = "builtin:tasks"
 
@@ -287,7 +285,7 @@ class SFTDataModule(LightningDataModule):
         )
         self.stats[name] = stats
         stats.skips.warn(f"SFT {name} data")
-        log.info(stats.summary(f"SFT {name} data"))
+        rank_zero_info(stats.summary(f"SFT {name} data"))
         return examples
 
     def setup(self, stage: str | None = None) -> None:
