@@ -226,3 +226,19 @@ def test_a_file_with_no_usable_record_is_an_error(tok_path: Path, tmp_path: Path
     dm = SFTDataModule(train=str(path), tokenizer=str(tok_path))
     with pytest.warns(UserWarning), pytest.raises(DataError, match="no training examples"):
         dm.setup("fit")
+
+
+def test_data_module_reads_parquet_json_and_local_hf_datasets(tok_path: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    (tmp_path / "b.json").write_text(json.dumps(rows), encoding="utf-8")
+    write_jsonl(tmp_path / "c.jsonl", rows)
+    fields = {"instruction": "question", "output": "answer"}
+    for source in (str(tmp_path / "a.parquet"), str(tmp_path / "b.json"), f"hf:json:{tmp_path / 'c.jsonl'}"):
+        dm = SFTDataModule(train=source, tokenizer=str(tok_path), fields=fields, val_fraction=0.0)
+        dm.setup("fit")
+        assert dm.stats["train"].examples == 6, source
+        assert [e.messages[0]["content"] for e in dm.train_examples] == [r["question"] for r in rows]
