@@ -87,7 +87,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path)
     if path.suffix == ".json" or (path.is_dir() and (path / "tokenizer.json").is_file()):
         return Tokenizer(path)
-    meta = checkpoint_meta(load_checkpoint(path), path)
+    return meta_tokenizer(checkpoint_meta(load_checkpoint(path), path), path)
+
+
+def meta_tokenizer(meta: dict[str, Any], path: str | Path) -> Tokenizer:
+    """The tokenizer stored in a checkpoint's metadata; CheckpointError naming `path` when there is none."""
+    from lit_llm.data.tokenizer import Tokenizer
+
     if not meta.get("tokenizer"):
-        raise CheckpointError(f"{path} stores no tokenizer")
+        raise CheckpointError(f"{path} stores no tokenizer, so text cannot be encoded")
     return Tokenizer(json_str=meta["tokenizer"])

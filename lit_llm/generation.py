@@ -143,15 +143,21 @@ def generate(
     return result
 
 
+def _prompt_room(model: GPT, max_new_tokens: int) -> int:
+    """Prompt tokens that fit in the block beside `max_new_tokens` (prompts are cropped from the left to it)."""
+    room = model.config.block_size - max_new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
+    return room
+
+
 def generate_text(model: GPT, tokenizer, prompts: list[str], *, max_new_tokens: int = 100, **sampling) -> list[str]:
     """Decoded continuations of text prompts, stopping at the tokenizer's EOS.
 
     Prompts are cropped from the left to leave room for `max_new_tokens` in the block; `sampling`
     takes `generate`'s temperature, top_k, top_p and seed.
     """
-    room = model.config.block_size - max_new_tokens
-    if room < 1:
-        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
+    room = _prompt_room(model, max_new_tokens)
     rows = [tokenizer.encode(p)[-room:] for p in prompts]
     if any(not r for r in rows):
         raise ValueError("a prompt is empty after tokenization")
@@ -169,9 +175,7 @@ def generate_responses(
     """
     from lit_llm.data.templates import prompt_ids, stop_ids
 
-    room = model.config.block_size - max_new_tokens
-    if room < 1:
-        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
+    room = _prompt_room(model, max_new_tokens)
     rows = [prompt_ids(tokenizer, style, messages)[-room:] for messages in conversations]
     outs = generate(model, rows, max_new_tokens=max_new_tokens, stop_tokens=stop_ids(tokenizer, style), **sampling)
     return [tokenizer.decode(o) for o in outs]
@@ -198,17 +202,13 @@ def sample_checkpoint(
     raw: bool = False,
 ) -> tuple[list[str], bool]:
     """`generate_from_checkpoint`'s samples, and whether they are replies in the checkpoint's prompt style."""
-    from lit_llm.checkpoint import load_model
+    from lit_llm.checkpoint import load_model, meta_tokenizer
     from lit_llm.data.templates import load_style
-    from lit_llm.data.tokenizer import Tokenizer
-    from lit_llm.errors import CheckpointError
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, meta = load_model(checkpoint)
-    if not meta.get("tokenizer"):
-        raise CheckpointError(f"{checkpoint} stores no tokenizer, so text prompts cannot be encoded")
-    tokenizer = Tokenizer(json_str=meta["tokenizer"])
+    tokenizer = meta_tokenizer(meta, checkpoint)
     sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     model = model.to(device)
     if meta.get("prompt_style") and not raw:

@@ -225,7 +225,9 @@ class SFTDataModule(LightningDataModule):
         if not 0 <= val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
-        resolve_fields(fields), resolve_roles(roles)  # a bad key fails now, not after the model is built
+        # A bad key fails now, not after the model is built.
+        resolve_fields(fields)
+        resolve_roles(roles)
         self.prompt_style = load_style(prompt_style)
         self.max_length = max_length
         self.batch_size = batch_size

@@ -60,18 +60,15 @@ def evaluate_checkpoint(
 ) -> TaskScores:
     """Score a checkpoint on `per_task` prompts of each task's `split`, asked in the checkpoint's prompt style
     (or `prompt_style`; "alpaca" for a checkpoint trained without one, e.g. straight from pretraining)."""
-    from lit_llm.checkpoint import load_model
-    from lit_llm.data.tokenizer import Tokenizer
-    from lit_llm.errors import CheckpointError
+    from lit_llm.checkpoint import load_model, meta_tokenizer
 
     model, meta = load_model(checkpoint)
-    if not meta.get("tokenizer"):
-        raise CheckpointError(f"{checkpoint} stores no tokenizer")
+    tokenizer = meta_tokenizer(meta, checkpoint)
     style = load_style(prompt_style or meta.get("prompt_style") or "alpaca")
     records = task_records(split, tasks, per_task=per_task, seed=seed)
     conversations = [[{"role": "user", "content": r["instruction"]}] for r in records]
     return score_answers(
-        model.to(device), Tokenizer(json_str=meta["tokenizer"]), style, conversations, [r["task"] for r in records],
+        model.to(device), tokenizer, style, conversations, [r["task"] for r in records],
         max_new_tokens=max_new_tokens, batch_size=batch_size,
     )
 

@@ -74,8 +74,6 @@ class SFTModule(CausalLM):
         dm = self.trainer.datamodule if self._trainer is not None else None
         if getattr(dm, "prompt_style", None) is not None:
             self.prompt_style = dm.prompt_style
-        if self.val_metrics is not None:
-            self.val_metrics.count_correct = True
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
