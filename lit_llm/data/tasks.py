@@ -102,8 +102,35 @@ class Task:
     def exact_match(self, prompt: str, response: str) -> bool:
         return self.verify(prompt, response) == 1.0
 
+    def mistake(self, match: re.Match[str], answer: str, rng: random.Random) -> str:
+        """A plausible wrong answer for the task data captured by `pattern` (may equal `answer`; see `wrong_answer`)."""
+        raise NotImplementedError
+
+    def wrong_answer(self, prompt: str, rng: random.Random) -> str:
+        """A wrong answer of the kind a model makes (an off-by-a-little number, two items swapped, ...), for the
+        rejected side of synthetic preference pairs. Never the right answer."""
+        match = self.pattern.search(prompt)
+        if match is None:
+            raise DataError(f"{prompt!r} is not a {self.name} prompt")
+        answer = self.solve(match)
+        for _ in range(100):
+            wrong = self.mistake(match, answer, rng)
+            if _normalize(wrong) != answer:
+                return wrong
+        raise DataError(f"could not make a wrong answer for {prompt!r}")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _near_number(n: int, rng: random.Random) -> str:
+    """A number close to `n`: off by a little, or with one digit changed; never negative."""
+    if rng.random() < 0.5 or n < 10:
+        return str(max(0, n + rng.choice((-1, 1)) * rng.randint(1, 10)))
+    digits = list(str(n))
+    i = rng.randrange(len(digits))
+    digits[i] = str((int(digits[i]) + rng.randint(1, 9)) % 10)
+    return str(int("".join(digits)))
 
 
 class ReverseTask(Task):
@@ -118,6 +145,14 @@ class ReverseTask(Task):
     def solve(self, match: re.Match[str]) -> str:
         return " ".join(reversed(match[1].split()))
 
+    def mistake(self, match: re.Match[str], answer: str, rng: random.Random) -> str:
+        words = answer.split()
+        if rng.random() < 0.3:
+            return match[1]  # not reversed at all
+        i = rng.randrange(len(words) - 1)
+        words[i], words[i + 1] = words[i + 1], words[i]
+        return " ".join(words)
+
 
 class SortTask(Task):
     name = "sort"
@@ -131,6 +166,18 @@ class SortTask(Task):
     def solve(self, match: re.Match[str]) -> str:
         return " ".join(str(n) for n in sorted(int(s) for s in match[1].split()))
 
+    def mistake(self, match: re.Match[str], answer: str, rng: random.Random) -> str:
+        numbers = answer.split()
+        roll = rng.random()
+        if roll < 0.3:
+            return match[1]  # left unsorted
+        if roll < 0.5:
+            numbers.pop(rng.randrange(len(numbers)))  # one number lost
+            return " ".join(numbers)
+        i = rng.randrange(len(numbers) - 1)
+        numbers[i], numbers[i + 1] = numbers[i + 1], numbers[i]
+        return " ".join(numbers)
+
 
 class AddTask(Task):
     name = "add"
@@ -143,6 +190,9 @@ class AddTask(Task):
 
     def solve(self, match: re.Match[str]) -> str:
         return str(int(match[1]) + int(match[2]))
+
+    def mistake(self, match: re.Match[str], answer: str, rng: random.Random) -> str:
+        return _near_number(int(answer), rng)
 
 
 class MultiplyTask(Task):
@@ -159,6 +209,9 @@ class MultiplyTask(Task):
     def solve(self, match: re.Match[str]) -> str:
         return str(int(match[1]) * int(match[2]))
 
+    def mistake(self, match: re.Match[str], answer: str, rng: random.Random) -> str:
+        return _near_number(int(answer), rng)
+
 
 class CountTask(Task):
     name = "count"
@@ -174,6 +227,9 @@ class CountTask(Task):
     def solve(self, match: re.Match[str]) -> str:
         return str(match[2].count(match[1]))
 
+    def mistake(self, match: re.Match[str], answer: str, rng: random.Random) -> str:
+        return str(max(0, int(answer) + rng.choice((-2, -1, 1, 1, 2))))
+
 
 class UpperTask(Task):
     name = "upper"
@@ -186,6 +242,15 @@ class UpperTask(Task):
 
     def solve(self, match: re.Match[str]) -> str:
         return match[1].upper()
+
+    def mistake(self, match: re.Match[str], answer: str, rng: random.Random) -> str:
+        words = answer.split()
+        roll = rng.random()
+        if roll < 0.3:
+            return match[1]  # left in small letters
+        i = rng.randrange(len(words))
+        words[i] = words[i].capitalize() if roll < 0.6 else words[i].lower()
+        return " ".join(words)
 
 
 TASKS: dict[str, Task] = {
@@ -249,3 +314,21 @@ def task_records(
             )
         columns.append(records)
     return [column[i] for i in range(max(map(len, columns), default=0)) for column in columns if i < len(column)]
+
+
+def task_pairs(
+    split: str, tasks: Sequence[str] | None = None, per_task: int = 1000, seed: int = 0
+) -> list[dict[str, str]]:
+    """Preference records {prompt, chosen, rejected, task} for the prompts of `task_records`: chosen is the verified
+    answer, rejected a synthetic wrong one (`Task.wrong_answer`). Pairs with a model's own wrong answers come from
+    `lit_llm.eval.pairs.sample_pairs`."""
+    rng = random.Random(f"{seed}:pairs:{split}")
+    return [
+        {
+            "prompt": r["instruction"],
+            "chosen": r["output"],
+            "rejected": get_task(r["task"]).wrong_answer(r["instruction"], rng),
+            "task": r["task"],
+        }
+        for r in task_records(split, tasks, per_task, seed)
+    ]

@@ -178,3 +178,85 @@ def test_unknown_names() -> None:
         task_records("validation")
     with pytest.raises(DataError, match="-1"):
         task_records("train", per_task=-1)
+
+
+# ---- wrong answers and preference pairs ---------------------------------------------------------------------------
+
+
+def test_wrong_answer_is_never_right_and_is_deterministic() -> None:
+    from lit_llm.data.tasks import _normalize
+
+    for name, task in TASKS.items():
+        sample_rng = random.Random(f"wrong:{name}")
+        prompts = [task.sample(sample_rng)[0] for _ in range(200)]
+        rng = random.Random(11)
+        wrongs = [task.wrong_answer(prompt, rng) for prompt in prompts]
+        for prompt, wrong in zip(prompts, wrongs):
+            assert isinstance(wrong, str) and wrong.strip(), (name, prompt)
+            assert _normalize(wrong) != task.answer(prompt), (name, prompt, wrong)
+            assert task.verify(prompt, wrong) < 1.0, (name, prompt, wrong)
+            assert not task.exact_match(prompt, wrong)
+            assert verify(prompt, wrong) < 1.0
+        # A seeded generator gives the same wrong answers; another seed gives (some) different ones.
+        again = random.Random(11)
+        assert [task.wrong_answer(prompt, again) for prompt in prompts] == wrongs, name
+        other = random.Random(12)
+        assert [task.wrong_answer(prompt, other) for prompt in prompts] != wrongs, name
+        # Wrong answers vary: not one fixed mistake per task.
+        assert len(set(wrongs)) > 3, name
+
+
+def test_wrong_answer_also_reads_templated_prompts() -> None:
+    prompt = "What is 23 + 58?"
+    wrapped = alpaca(prompt)
+    assert get_task("add").wrong_answer(wrapped, random.Random(0)) == get_task("add").wrong_answer(
+        prompt, random.Random(0)
+    )
+    assert get_task("add").verify(wrapped, get_task("add").wrong_answer(wrapped, random.Random(1))) < 1.0
+
+
+def test_wrong_answer_of_another_tasks_prompt_is_an_error() -> None:
+    with pytest.raises(DataError, match="is not a add prompt"):
+        get_task("add").wrong_answer("What is 7 * 12?", random.Random(0))
+    with pytest.raises(DataError, match="reverse"):
+        get_task("reverse").wrong_answer("Tell me a story.", random.Random(0))
+
+
+def test_mistake_kinds_by_hand() -> None:
+    # Each mistake of "sort" is a swap of neighbours, a lost number, or the input left unsorted.
+    sort, prompt = get_task("sort"), "Sort from smallest to largest: 42 7 19"
+    seen = {sort.wrong_answer(prompt, random.Random(seed)) for seed in range(200)}
+    assert seen <= {"42 7 19", "19 7 42", "7 42 19", "7 19", "7 42", "19 42"} and len(seen) >= 4
+    # "count" never goes below zero; an answer of 0 gets only 1 or 2.
+    count, zero = get_task("count"), "How many times does the letter z appear in banana?"
+    assert {count.wrong_answer(zero, random.Random(seed)) for seed in range(200)} == {"1", "2"}
+    # "add" stays a non-negative number near the answer.
+    add = get_task("add")
+    for seed in range(200):
+        wrong = add.wrong_answer("What is 0 + 3?", random.Random(seed))
+        assert wrong.isdigit() and wrong != "3" and int(wrong) <= 13
+
+
+def test_task_pairs_records() -> None:
+    from lit_llm.data.tasks import task_pairs
+
+    for split in SPLITS:
+        pairs = task_pairs(split, per_task=40, seed=5)
+        records = task_records(split, per_task=40, seed=5)
+        assert len(pairs) == len(records) == 40 * len(TASKS)
+        assert [r["task"] for r in pairs] == ORDER * 40
+        for pair, record in zip(pairs, records):
+            assert set(pair) == {"prompt", "chosen", "rejected", "task"}
+            assert pair["prompt"] == record["instruction"] and pair["chosen"] == record["output"]
+            task = get_task(pair["task"])
+            assert task_of(pair["prompt"]) is task
+            assert task.verify(pair["prompt"], pair["chosen"]) == 1.0
+            assert task.verify(pair["prompt"], pair["rejected"]) < 1.0
+            assert pair["rejected"] != pair["chosen"]
+            assert split_of(pair["prompt"]) == split
+    assert task_pairs("val", per_task=20, seed=5) == task_pairs("val", per_task=20, seed=5)
+    assert task_pairs("val", per_task=20, seed=5) != task_pairs("val", per_task=20, seed=6)
+    assert [r["task"] for r in task_pairs("test", tasks=["upper", "add"], per_task=3)] == ["upper", "add"] * 3
+    assert task_pairs("train", tasks=["count"], per_task=0) == []
+    with pytest.raises(DataError, match="divide"):
+        task_pairs("train", tasks=["divide"])
