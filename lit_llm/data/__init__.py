@@ -6,13 +6,15 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "PrepareConfig", "PretrainDataModule", "SFTDataModule", "Tokenizer", "TokenizerConfig", "prepare", "train_bpe"
+    "PreferenceDataModule", "PrepareConfig", "PretrainDataModule", "SFTDataModule", "Tokenizer", "TokenizerConfig",
+    "prepare", "train_bpe",
 ]
 
 # Loaded on first use, so that the data pipeline does not import torch and Lightning.
 _LAZY = {
     "PretrainDataModule": "lit_llm.data.pretrain",
     "SFTDataModule": "lit_llm.data.sft",
+    "PreferenceDataModule": "lit_llm.data.preference",
     "PrepareConfig": "lit_llm.data.prepare",
     "TokenizerConfig": "lit_llm.data.prepare",
     "prepare": "lit_llm.data.prepare",

@@ -6,13 +6,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lit_llm.data.loading import ResumableDataLoader, world_of
 from lit_llm.data.prepare import PrepareConfig, prepare
 from lit_llm.data.shards import TokenFile, open_token_file
 from lit_llm.data.tokenizer import Tokenizer
@@ -70,44 +71,6 @@ class WindowSampler(DistributedSampler):
         mine = self.global_order(self.epoch)[self.rank : n * self.num_replicas : self.num_replicas]
         skip, self.skip = self.skip, 0
         return iter(mine[skip:].tolist())
-
-
-class ResumableDataLoader(DataLoader):
-    """A DataLoader that remembers how many samples of the epoch it handed out.
-
-    Lightning stores `state_dict()` in the checkpoint and calls `load_state_dict()` on resume, so a
-    resumed run neither repeats nor skips batches. The count is kept in the main process, so it is
-    exact with worker processes too.
-    """
-
-    sampler: WindowSampler
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.consumed = 0
-        self._resume: dict[str, int] | None = None
-
-    def __iter__(self):
-        state, self._resume = self._resume, None
-        self.consumed = 0
-        if state is not None and state["epoch"] == self.sampler.epoch and state["consumed"] < len(self.sampler):
-            self.sampler.skip = self.consumed = state["consumed"]
-        for batch in super().__iter__():
-            self.consumed += self.batch_size
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "consumed": self.consumed, "world_size": self.sampler.num_replicas}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state.get("world_size", self.sampler.num_replicas) != self.sampler.num_replicas:
-            log.warning(
-                "resuming on %d processes from a checkpoint written by %d: the interrupted epoch restarts",
-                self.sampler.num_replicas,
-                state["world_size"],
-            )
-            return
-        self._resume = dict(state)
 
 
 class PretrainDataModule(LightningDataModule):
@@ -220,10 +183,7 @@ class PretrainDataModule(LightningDataModule):
             self.val_tokens = None
 
     def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+        return world_of(self.trainer)
 
     @property
     def vocab_size(self) -> int:

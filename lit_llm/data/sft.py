@@ -29,6 +29,7 @@ from lit_llm.data.conversations import (
     resolve_roles,
     to_messages,
 )
+from lit_llm.data.loading import ExampleSampler, ResumableDataLoader, world_of
 from lit_llm.data.templates import BoundaryError, PromptStyle, encode_conversation, load_style
 from lit_llm.data.tokenizer import Tokenizer
 from lit_llm.errors import ConfigError, DataError
@@ -250,13 +251,15 @@ class SFTDataModule(LightningDataModule):
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
+    def _init_from(self) -> str | None:
+        """The model's `init_from` checkpoint, when the data module is attached to a Trainer."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(getattr(module, "hparams", None), "init_from", None)
+
     def _load_tokenizer(self) -> Tokenizer:
         from lit_llm.checkpoint import load_tokenizer
 
-        path = self.hparams.tokenizer
-        if path is None:
-            module = self.trainer.lightning_module if self.trainer is not None else None
-            path = getattr(getattr(module, "hparams", None), "init_from", None)
+        path = self.hparams.tokenizer or self._init_from()
         if path is None:
             raise ConfigError("data.tokenizer is not set and the model has no init_from checkpoint to take one from")
         return load_tokenizer(path)
@@ -268,15 +271,18 @@ class SFTDataModule(LightningDataModule):
         hp = self.hparams
         for source in sources:
             if source == TASKS_SOURCE:
-                from lit_llm.data.tasks import task_records
-
                 per_task = hp.examples_per_task if split == "train" else hp.val_examples_per_task
-                for i, record in enumerate(task_records(split, hp.tasks, per_task=per_task, seed=hp.seed)):
+                for i, record in enumerate(self._builtin_records(split, per_task)):
                     yield f"{TASKS_SOURCE}:{split}[record {i}]", record
             else:
                 from lit_llm.data.sources import iter_records
 
                 yield from iter_records([source], strict=hp.strict)
+
+    def _builtin_records(self, split: str, per_task: int) -> list[dict[str, Any]]:
+        from lit_llm.data.tasks import task_records
+
+        return task_records(split, self.hparams.tasks, per_task=per_task, seed=self.hparams.seed)
 
     def _build(self, records: Iterable[tuple[str, Any]], name: str) -> list[Example]:
         hp = self.hparams
@@ -316,22 +322,27 @@ class SFTDataModule(LightningDataModule):
         bins = pack([len(e.input_ids) for e in examples], self.max_length, seed=self.hparams.seed)
         return [[examples[i] for i in b] for b in bins]
 
-    def _loader(self, examples: list[Example], shuffle: bool, packed: bool) -> DataLoader:
+    def _collate(self, packed: bool) -> Any:
         pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        return DataLoader(
-            self._rows(examples, packed),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            collate_fn=functools.partial(collate, pad_id=pad_id, packed=packed),
-            num_workers=self.hparams.num_workers,
-            generator=torch.Generator().manual_seed(self.hparams.seed) if shuffle else None,
-        )
+        return functools.partial(collate, pad_id=pad_id, packed=packed)
+
+    def _loader(self, items: list[Any], shuffle: bool, collate_fn: Any) -> DataLoader:
+        """Training loaders shuffle by (seed, epoch) and resume mid-epoch; evaluation loaders keep the order."""
+        kwargs = dict(batch_size=self.batch_size, collate_fn=collate_fn, num_workers=self.hparams.num_workers)
+        if not shuffle:
+            return DataLoader(items, shuffle=False, **kwargs)
+        rank, world = world_of(self.trainer)
+        sampler = ExampleSampler(items, shuffle=True, seed=self.hparams.seed, num_replicas=world, rank=rank)
+        return ResumableDataLoader(items, sampler=sampler, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_examples, shuffle=True, packed=self.hparams.packing)
+        packed = self.hparams.packing
+        return self._loader(self._rows(self.train_examples, packed), shuffle=True, collate_fn=self._collate(packed))
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_examples, shuffle=False, packed=False) if self.val_examples else []
+        if not self.val_examples:
+            return []
+        return self._loader(self._rows(self.val_examples, False), shuffle=False, collate_fn=self._collate(False))
 
     def eval_prompts(self, limit: int) -> list[tuple[list[dict[str, Any]], str, str | None]]:
         """Up to `limit` validation conversations without their last assistant turn, with that turn's text and
