@@ -375,3 +375,34 @@ class GPT(nn.Module):
         from lit_llm.generation import generate
 
         return generate(self, prompts, **kwargs)
+
+
+class RewardModel(GPT):
+    """A GPT whose LM head is replaced by a scalar head: a sequence's reward is the head's value at its last token.
+
+    Built from a language model's weights (`load_language_model`), it starts with that model's understanding of
+    text; only `score_head` is new. Without an LM head, no parameter sits unused under DDP.
+    """
+
+    def __init__(self, config: Config, wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+        super().__init__(config, wrap=wrap)
+        del self.lm_head
+        self.score_head = nn.Linear(config.n_embd, 1, bias=False)
+        nn.init.normal_(self.score_head.weight, mean=0.0, std=1.0 / math.sqrt(config.n_embd + 1))
+
+    def forward(self, idx: torch.Tensor, last_index: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        """(B,) rewards: the head at `last_index` (B,) of each row, the last real token (default: the last column)."""
+        hidden = self.backbone(idx, **kwargs)
+        if last_index is None:
+            last = hidden[:, -1]
+        else:
+            last = hidden[torch.arange(idx.size(0), device=idx.device), last_index]
+        return self.score_head(last).squeeze(-1).float()
+
+    def load_language_model(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
+        """Load a GPT's weights (its LM head is dropped) or a reward model's; returns the keys left at their init."""
+        state = {k: v for k, v in state_dict.items() if not k.startswith("lm_head.")}
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"score_head.weight"}:
+            raise ValueError(f"weights do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+        return list(missing)

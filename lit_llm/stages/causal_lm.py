@@ -9,6 +9,7 @@ from lightning.fabric.utilities.throughput import measure_flops
 from lightning.pytorch import LightningModule
 
 from lit_llm.checkpoint import META_KEY, checkpoint_meta, load_checkpoint, load_weights, submodule_state
+from lit_llm.data.templates import PromptStyle, style_to_dict
 from lit_llm.data.tokenizer import Tokenizer
 from lit_llm.errors import ConfigError
 from lit_llm.losses import next_token_loss, prefix_lm_targets
@@ -62,6 +63,8 @@ class CausalLM(LightningModule):
             self.config = self.config.replace(vocab_size=vocab_size)
         self.model: GPT | None = None
         self.tokenizer: Tokenizer | None = None
+        # The data module's prompt style (SFT and later stages), saved in checkpoints for generation.
+        self.prompt_style: PromptStyle | None = None
         self.val_metrics: LanguageModelMetrics | None = None
         self._init_state: dict[str, torch.Tensor] | None = None
         # Read by ThroughputMonitor for FLOP/s and MFU; measured in on_fit_start.
@@ -83,6 +86,8 @@ class CausalLM(LightningModule):
                 self.tokenizer = Tokenizer(json_str=meta["tokenizer"])
         if dm is not None and getattr(dm, "tokenizer", None) is not None:
             self.tokenizer = dm.tokenizer
+        if getattr(dm, "prompt_style", None) is not None:
+            self.prompt_style = dm.prompt_style
         data_vocab = getattr(dm, "vocab_size", None)
         if data_vocab is not None:
             if hp.get("vocab_size") is None and not hp.init_from:
@@ -105,18 +110,27 @@ class CausalLM(LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        wrap = None
-        if self._sharded():
-            # Lightning calls this hook inside FSDP's wrap context: shard each Block as it is built,
-            # then the root (embeddings, head), so no rank ever holds the whole model unsharded.
-            from torch.distributed.fsdp.wrap import wrap
-        model = GPT(self.config, wrap=wrap)
-        if self._init_state is not None:
-            load_weights(model, self._init_state, source=self.hparams.init_from)
-        self.model = wrap(model) if wrap is not None else model
+        self.model = self._build_model(self._fsdp_wrap())
         self._init_state = None
         if self.hparams.compile:
             self.model.compile()
+
+    def _build_model(self, wrap: Any = None) -> torch.nn.Module:
+        """The stage's network, with the `init_from` weights; under FSDP each Block, then the root, is wrapped."""
+        model = GPT(self.config, wrap=wrap)
+        if self._init_state is not None:
+            load_weights(model, self._init_state, source=self.hparams.init_from)
+        return wrap(model) if wrap is not None else model
+
+    def _fsdp_wrap(self) -> Any:
+        """FSDP's `wrap` under an FSDPStrategy, else None. Lightning calls configure_model inside FSDP's wrap
+        context: each Block is sharded as it is built, then the root (embeddings, head), so no rank ever holds
+        the whole model unsharded."""
+        if not self._sharded():
+            return None
+        from torch.distributed.fsdp.wrap import wrap
+
+        return wrap
 
     def _sharded(self) -> bool:
         from lightning.pytorch.strategies import FSDPStrategy
@@ -199,3 +213,5 @@ class CausalLM(LightningModule):
             "model_config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_json() if self.tokenizer is not None else None,
         }
+        if self.prompt_style is not None:
+            checkpoint[META_KEY]["prompt_style"] = style_to_dict(self.prompt_style)

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_llm.data.templates import PromptStyle, style_to_dict
 from lit_llm.errors import ConfigError
 from lit_llm.losses import next_token_loss
 from lit_llm.metrics import token_accuracy
@@ -67,13 +66,6 @@ class SFTModule(CausalLM):
         )
         if eval_generations < 0 or sample_generations < 0 or max_new_tokens < 1:
             raise ConfigError("model.eval_generations and sample_generations must be >= 0, max_new_tokens >= 1")
-        self.prompt_style: PromptStyle | None = None
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if getattr(dm, "prompt_style", None) is not None:
-            self.prompt_style = dm.prompt_style
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
@@ -151,10 +143,3 @@ class SFTModule(CausalLM):
             rank_zero_info(f"  {prompt!r} -> {response!r} (reference {reference!r})")
             rows.append([step, prompt, response, reference])
         write_samples(self.trainer, log_dir, ["step", "prompt", "response", "reference"], rows)
-
-    # ---- checkpoints ----------------------------------------------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.prompt_style is not None:
-            checkpoint["lit_llm"]["prompt_style"] = style_to_dict(self.prompt_style)

@@ -10,57 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 
 from lit_llm.checkpoint import load_checkpoint
 from lit_llm.cli import main
-from lit_llm.data.corpus import generate_corpus
 from lit_llm.data.sft import SFTDataModule
-from lit_llm.data.tasks import task_records
 from lit_llm.data.templates import Chat, style_to_dict
-from lit_llm.data.tokenizer import Tokenizer, train_bpe
 from lit_llm.errors import ConfigError
 from lit_llm.eval.tasks import evaluate_checkpoint
+from lit_llm import generation
 from lit_llm.generation import generate_from_checkpoint, sample_checkpoint
-from lit_llm.model import GPT, Config
 from lit_llm.stages import SFTModule
+from tests.stages.conftest import trainer
 
-SMALL = {"n_layer": 2, "n_head": 4, "n_embd": 64, "intermediate_size": 128, "block_size": 96}
-
-
-@pytest.fixture(scope="module")
-def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A lit_llm checkpoint of an untrained small model with a tokenizer that has seen the task phrasings."""
-    texts = list(generate_corpus(300, seed=1)) + [r["instruction"] for r in task_records("train", per_task=200)]
-    tokenizer = train_bpe(texts, vocab_size=512)
-    return save_model(tmp_path_factory.mktemp("base") / "base.ckpt", tokenizer, seed=0)
-
-
-def save_model(path: Path, tokenizer: Tokenizer, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = GPT(Config.from_name("tiny", **SMALL, vocab_size=tokenizer.vocab_size))
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    meta = {"stage": "causal_lm", "model_config": model.config.to_dict(), "tokenizer": tokenizer.to_json()}
-    torch.save({"state_dict": state, "lit_llm": meta}, path)
-    return path
-
-
-def trainer(tmp_path: Path, max_steps: int, **kwargs) -> Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
-    return Trainer(**{**defaults, **kwargs})
-
-
-def test_sft_chains_trains_responses_and_saves_its_prompt_style(tmp_path: Path, base_checkpoint: Path) -> None:
+def test_sft_chains_trains_responses_and_saves_its_prompt_style(tmp_path: Path, base_checkpoint: Path,
+                                                               monkeypatch) -> None:
     seed_everything(0)
     module = SFTModule(init_from=str(base_checkpoint), learning_rate=3e-3, warmup_steps=2, eval_generations=6,
                        sample_generations=2, max_new_tokens=8)
@@ -85,8 +49,21 @@ def test_sft_chains_trains_responses_and_saves_its_prompt_style(tmp_path: Path, 
     # Generation reuses the style: the reply stops at <|end|>, which a raw continuation does not look for.
     texts, replies = sample_checkpoint(str(path), "What is 2 + 3?", max_new_tokens=8, temperature=0)
     assert replies and texts == generate_from_checkpoint(str(path), "What is 2 + 3?", max_new_tokens=8, temperature=0)
-    raw, raw_replies = sample_checkpoint(str(path), "What is 2 + 3?", max_new_tokens=8, temperature=0, raw=True)
-    assert not raw_replies and raw != texts
+    # What the model is asked: the styled prompt, or with raw=True the text as it is.
+    asked = []
+    real_generate = generation.generate
+
+    def recording_generate(model, rows, **kwargs):
+        asked.append(rows)
+        return real_generate(model, rows, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", recording_generate)
+    _, raw_replies = sample_checkpoint(str(path), "What is 2 + 3?", max_new_tokens=4, raw=True)
+    sample_checkpoint(str(path), "What is 2 + 3?", max_new_tokens=4)
+    tok = module.tokenizer
+    assert not raw_replies
+    assert tok.decode(asked[0][0], skip_special_tokens=False) == "What is 2 + 3?"
+    assert tok.decode(asked[1][0], skip_special_tokens=False) == "<|user|>\nWhat is 2 + 3?<|end|><|assistant|>\n"
 
 
 def test_max_length_beyond_the_block_size_is_rejected(tmp_path: Path, base_checkpoint: Path) -> None:

@@ -1,0 +1,48 @@
+"""Shared by the stage tests: an untrained small model saved as a lit_llm checkpoint, and a quiet CPU Trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from lit_llm.data.corpus import generate_corpus
+from lit_llm.data.tasks import task_records
+from lit_llm.data.tokenizer import Tokenizer, train_bpe
+from lit_llm.model import GPT, Config
+
+SMALL = {"n_layer": 2, "n_head": 4, "n_embd": 64, "intermediate_size": 128, "block_size": 96}
+
+
+@pytest.fixture(scope="session")
+def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lit_llm checkpoint of an untrained small model with a tokenizer that has seen the task phrasings."""
+    texts = list(generate_corpus(300, seed=1)) + [r["instruction"] for r in task_records("train", per_task=200)]
+    tokenizer = train_bpe(texts, vocab_size=512)
+    return save_model(tmp_path_factory.mktemp("base") / "base.ckpt", tokenizer, seed=0)
+
+
+def save_model(path: Path, tokenizer: Tokenizer, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = GPT(Config.from_name("tiny", **SMALL, vocab_size=tokenizer.vocab_size))
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    meta = {"stage": "causal_lm", "model_config": model.config.to_dict(), "tokenizer": tokenizer.to_json()}
+    torch.save({"state_dict": state, "lit_llm": meta}, path)
+    return path
+
+
+def trainer(tmp_path: Path, max_steps: int, **kwargs) -> Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    return Trainer(**{**defaults, **kwargs})
