@@ -1,0 +1,130 @@
+"""Preference pairs from a model's own answers: sample several answers per task prompt, verify them, and pair a
+verified-correct answer (chosen) with one of the model's wrong answers (rejected).
+
+On-policy rejections teach the preference stages about the mistakes the model actually makes; the reference
+answer stands in for "chosen" when no sample was right, and a synthetic wrong answer (`Task.wrong_answer`) for
+"rejected" when every sample was, so each prompt gives at least one pair. The counts say which was used how often.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lit_llm.data.tasks import get_task, task_records
+
+
+@dataclass
+class PairStats:
+    prompts: int = 0
+    pairs: int = 0
+    samples: int = 0
+    correct_samples: int = 0
+    chosen_from_model: int = 0
+    chosen_reference: int = 0
+    rejected_from_model: int = 0
+    rejected_synthetic: int = 0
+
+    def summary(self) -> str:
+        rate = self.correct_samples / max(1, self.samples)
+        return (
+            f"{self.pairs} pairs for {self.prompts} prompts from {self.samples} samples ({rate:.1%} correct); chosen: "
+            f"{self.chosen_from_model} "
+            f"sampled, {self.chosen_reference} reference; rejected: {self.rejected_from_model} sampled, "
+            f"{self.rejected_synthetic} synthetic"
+        )
+
+
+def sample_pairs(
+    model: Any,
+    tokenizer: Any,
+    style: Any,
+    records: list[dict[str, str]],
+    samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    seed: int = 0,
+    pairs_per_prompt: int = 1,
+) -> tuple[list[dict[str, str]], PairStats]:
+    """{prompt, chosen, rejected, task} pairs for task records (`task_records`) from `samples` sampled answers: one
+    per distinct wrong answer, up to `pairs_per_prompt`, each against a correct sample (in turn) or the reference
+    answer; a prompt the model always got right gets one pair against a synthetic mistake."""
+    from lit_llm.generation import generate_responses
+
+    conversations = [[{"role": "user", "content": r["instruction"]}] for r in records]
+    answers: list[list[str]] = [[] for _ in records]
+    for k in range(samples):
+        for start in range(0, len(records), batch_size):
+            batch = conversations[start : start + batch_size]
+            outs = generate_responses(
+                model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                top_k=None, seed=seed + 1000 * k + start,
+            )  # fmt: skip
+            for i, text in enumerate(outs):
+                answers[start + i].append(text)
+    stats, pairs = PairStats(), []
+    rng = random.Random(seed)
+    for record, sampled in zip(records, answers):
+        task, prompt = get_task(record["task"]), record["instruction"]
+        right = list(dict.fromkeys(a.strip() for a in sampled if task.exact_match(prompt, a)))
+        wrong = [a.strip() for a in dict.fromkeys(sampled) if not task.exact_match(prompt, a) and a.strip()]
+        wrong = list(dict.fromkeys(wrong))
+        rng.shuffle(wrong)
+        stats.prompts += 1
+        stats.samples += len(sampled)
+        stats.correct_samples += sum(task.exact_match(prompt, a) for a in sampled)
+        rejected = wrong[:pairs_per_prompt] or [task.wrong_answer(prompt, rng)]
+        for i, bad in enumerate(rejected):
+            if right:
+                chosen = right[i % len(right)]
+                stats.chosen_from_model += 1
+            else:
+                chosen = record["output"]
+                stats.chosen_reference += 1
+            if wrong:
+                stats.rejected_from_model += 1
+            else:
+                stats.rejected_synthetic += 1
+            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": bad, "task": record["task"]})
+        stats.pairs += len(rejected)
+    return pairs, stats
+
+
+def write_pairs(
+    checkpoint: str,
+    output: str,
+    split: str = "train",
+    tasks: list[str] | None = None,
+    per_task: int = 500,
+    samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+    pairs_per_prompt: int = 1,
+) -> PairStats:
+    """Sample pairs for `per_task` prompts of each task's `split` from a checkpoint, in its prompt style, and write
+    them to `output` as JSON Lines (with `output`.stats.json beside it)."""
+    from lit_llm.checkpoint import load_model, meta_tokenizer
+    from lit_llm.data.templates import load_style
+
+    model, meta = load_model(checkpoint)
+    tokenizer = meta_tokenizer(meta, checkpoint)
+    style = load_style(meta.get("prompt_style") or "alpaca")
+    records = task_records(split, tasks, per_task=per_task, seed=seed)
+    pairs, stats = sample_pairs(
+        model.to(device), tokenizer, style, records, samples, temperature, max_new_tokens, batch_size, seed,
+        pairs_per_prompt,
+    )
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for pair in pairs:
+            f.write(json.dumps(pair) + "\n")
+    Path(f"{path}.stats.json").write_text(json.dumps({"checkpoint": str(checkpoint), "split": split, **asdict(stats)}))
+    return stats
