@@ -35,3 +35,43 @@ def test_ddp_two_processes_match_one_process(tmp_path, token_dir):
     assert ddp_ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["consumed"] == 16
     for name, tensor in single_state.items():
         torch.testing.assert_close(ddp_state[name], tensor, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_dpo_precomputed_reference_under_ddp_matches_one_process_with_a_live_reference(tmp_path):
+    """Two ranks each score a share of the pairs with the reference and gather them; training on those equals one
+    process that runs the reference every step."""
+    import yaml
+
+    from lit_llm.data.corpus import generate_corpus
+    from lit_llm.data.tasks import task_records
+    from lit_llm.data.tokenizer import train_bpe
+    from tests.stages.conftest import save_model
+
+    texts = list(generate_corpus(200, seed=1)) + [r["instruction"] for r in task_records("train", per_task=100)]
+    init = save_model(tmp_path / "init.ckpt", train_bpe(texts, vocab_size=512), seed=0)
+    states = {}
+    for name, devices, batch_size, precompute in (("ddp", 2, 2, True), ("single", 1, 4, False)):
+        run = tmp_path / name
+        config = {
+            "seed_everything": 1,
+            "trainer": {"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto",
+                        "max_steps": 3, "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
+                        "default_root_dir": str(run),
+                        "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                       "init_args": {"dirpath": str(run), "save_last": True}}]},
+            "model": {"class_path": "lit_llm.stages.DPOModule",
+                      "init_args": {"init_from": str(init), "precompute_reference": precompute, "learning_rate": 1e-3,
+                                    "warmup_steps": 0, "eval_generations": 0}},
+            "data": {"class_path": "lit_llm.data.PreferenceDataModule",
+                     "init_args": {"tasks": ["upper", "add"], "examples_per_task": 7, "val_examples_per_task": 2,
+                                   "batch_size": batch_size, "max_length": 96}},
+        }  # fmt: skip
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "lit_llm.cli", "fit", "--config", str(tmp_path / f"{name}.yaml")]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        states[name] = submodule_state(load_checkpoint(run / "last.ckpt")["state_dict"])
+    initial = submodule_state(load_checkpoint(init)["state_dict"])
+    for name, tensor in states["single"].items():
+        assert not torch.equal(tensor, initial[name]) or "norm" in name
+        torch.testing.assert_close(states["ddp"][name], tensor, atol=2e-5, rtol=1e-4, msg=name)

@@ -336,7 +336,7 @@ class SFTDataModule(LightningDataModule):
         return ResumableDataLoader(items, sampler=sampler, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        packed = self.hparams.packing
+        packed = self.hparams.get("packing", False)
         return self._loader(self._rows(self.train_examples, packed), shuffle=True, collate_fn=self._collate(packed))
 
     def val_dataloader(self) -> DataLoader | list:

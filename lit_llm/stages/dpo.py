@@ -126,8 +126,11 @@ class DPOModule(PreferenceModule):
         dm = self.trainer.datamodule
         pairs = list(dm.train_examples) + list(dm.val_examples)
         world, rank = self.trainer.world_size, self.trainer.global_rank
+        per_rank = math.ceil(len(pairs) / world)
         mine = list(range(rank, len(pairs), world))
-        values = torch.zeros(math.ceil(len(pairs) / world), 2, device=self.device)
+        # Every rank runs as many forward passes (FSDP gathers shards in lockstep): pad with a repeated pair.
+        mine += [mine[-1] if mine else 0] * (per_rank - len(mine))
+        values = torch.zeros(per_rank, 2, device=self.device)
         pad_id = self.tokenizer.pad_id if self.tokenizer is not None and self.tokenizer.pad_id is not None else 0
         step = 2 * dm.batch_size
         with self.trainer.precision_plugin.forward_context():
