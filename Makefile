@@ -30,8 +30,13 @@ demo: setup
 	$(VENV)/bin/lit-llm fit --config configs/pretrain/tiny.yaml
 	$(VENV)/bin/lit-llm generate --checkpoint runs/pretrain/tiny --prompt "Once upon a time," --max_new_tokens 60 --num_samples 2
 	$(VENV)/bin/lit-llm fit --config configs/sft/tiny.yaml
-	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny]' --split test --per_task 100
 	$(VENV)/bin/lit-llm generate --checkpoint runs/sft/tiny --prompt "How many times does the letter o appear in moon?" --temperature 0
+	$(VENV)/bin/lit-llm pairs --checkpoint runs/sft/tiny --output data/pairs/train.jsonl --per_task 400 --temperature 0.7 --pairs_per_prompt 4
+	$(VENV)/bin/lit-llm pairs --checkpoint runs/sft/tiny --output data/pairs/val.jsonl --split val --per_task 50 --temperature 0.7
+	$(VENV)/bin/lit-llm fit --config configs/reward/tiny.yaml
+	$(VENV)/bin/lit-llm fit --config configs/dpo/tiny.yaml
+	$(VENV)/bin/lit-llm fit --config configs/orpo/tiny.yaml
+	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny,runs/dpo/tiny,runs/orpo/tiny]' --split test --per_task 100
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -40,6 +45,7 @@ bench: setup
 	$(PY) benchmarks/pretrain_throughput.py
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/sft_packing.py
+	$(PY) benchmarks/dpo_reference.py
 
 clean:
-	rm -rf $(VENV) runs data/pretrain data/demo lightning_logs
+	rm -rf $(VENV) runs data/pretrain data/demo data/pairs lightning_logs
