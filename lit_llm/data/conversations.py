@@ -77,12 +77,8 @@ def alpaca_messages(record: dict[str, Any], fields: dict[str, str]) -> list[dict
     return [{"role": "user", "content": instruction, "input": extra}, {"role": "assistant", "content": output}]
 
 
-def chat_messages(record: dict[str, Any], fields: dict[str, str], roles: dict[str, str]) -> list[dict[str, Any]]:
-    key = fields["messages"]
-    if key not in record:
-        keys = ", ".join(map(str, record)) or "none"
-        raise RecordError("missing_field", f"record has no {key!r} field (fields: {keys})")
-    raw = record[key]
+def parse_messages(raw: Any, key: str, fields: dict[str, str], roles: dict[str, str]) -> list[dict[str, Any]]:
+    """Field `key`'s list of messages as `{role, content}` with canonical roles; each message is checked."""
     if not isinstance(raw, list) or not raw:
         raise RecordError("bad_messages", f"field {key!r} must be a non-empty list of messages")
     messages = []
@@ -96,12 +92,26 @@ def chat_messages(record: dict[str, Any], fields: dict[str, str], roles: dict[st
         if role_name not in roles:
             raise RecordError("unknown_role", f"{key}[{i}] has role {role_name!r}; known roles: {', '.join(roles)}")
         messages.append({"role": roles[role_name], "content": content})
+    return messages
+
+
+def check_conversation(messages: list[dict[str, Any]]) -> None:
+    """A conversation can be trained on when it has assistant turns, ends with one, and none is empty."""
     if not any(m["role"] == "assistant" for m in messages):
         raise RecordError("no_assistant_turn", "the conversation has no assistant turn")
     if messages[-1]["role"] != "assistant":
         raise RecordError("not_ending_with_assistant", f"the conversation ends with a {messages[-1]['role']} turn")
     if any(m["role"] == "assistant" and not m["content"].strip() for m in messages):
         raise RecordError("empty_response", "an assistant turn is empty")
+
+
+def chat_messages(record: dict[str, Any], fields: dict[str, str], roles: dict[str, str]) -> list[dict[str, Any]]:
+    key = fields["messages"]
+    if key not in record:
+        keys = ", ".join(map(str, record)) or "none"
+        raise RecordError("missing_field", f"record has no {key!r} field (fields: {keys})")
+    messages = parse_messages(record[key], key, fields, roles)
+    check_conversation(messages)
     return messages
 
 

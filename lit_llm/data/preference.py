@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_llm.data.conversations import RecordError, SkipCounter, chat_messages, resolve_roles
+from lit_llm.data.conversations import RecordError, SkipCounter, check_conversation, parse_messages, resolve_roles
 from lit_llm.data.sft import TASKS_SOURCE, SFTDataModule, SFTStats, shifted_targets
 from lit_llm.data.templates import BoundaryError, PromptStyle, encode_parts, prompt_ids
 from lit_llm.data.tokenizer import Tokenizer
@@ -66,6 +66,7 @@ def resolve_preference_fields(fields: dict[str, str] | None) -> dict[str, str]:
 
 
 def _side(record: dict[str, Any], key: str, fields: dict[str, str], roles: dict[str, str]) -> str | list[dict]:
+    """A response as text, as assistant messages (the prompt is a field of its own), or as a whole conversation."""
     if key not in record or record[key] is None:
         raise RecordError("missing_field", f"record has no {key!r} field (fields: {', '.join(map(str, record))})")
     value = record[key]
@@ -74,17 +75,13 @@ def _side(record: dict[str, Any], key: str, fields: dict[str, str], roles: dict[
             raise RecordError("empty_response", f"field {key!r} is empty")
         return value
     if isinstance(value, list):
-        chat_fields = {"messages": key, "role": fields["role"], "content": fields["content"]}
-        if value and all(isinstance(m, dict) and m.get(fields["role"]) in roles for m in value):
-            if all(roles[m[fields["role"]]] == "assistant" for m in value):
-                # Responses alone (the prompt is a field of its own): nothing before them to check.
-                messages = [{"role": "assistant", "content": m.get(fields["content"])} for m in value]
-                if not all(isinstance(m["content"], str) for m in messages):
-                    raise RecordError("not_a_string", f"field {key!r}: a message's content is not a string")
-                if not any(m["content"].strip() for m in messages):
-                    raise RecordError("empty_response", f"field {key!r} is empty")
-                return messages
-        return chat_messages(record, chat_fields, roles)
+        messages = parse_messages(value, key, fields, roles)
+        if all(m["role"] == "assistant" for m in messages):
+            if not any(m["content"].strip() for m in messages):
+                raise RecordError("empty_response", f"field {key!r} is empty")
+        else:
+            check_conversation(messages)
+        return messages
     raise RecordError("bad_response", f"field {key!r} is a {type(value).__name__}, not a string or a message list")
 
 
@@ -96,13 +93,7 @@ def _prompt(record: dict[str, Any], fields: dict[str, str], roles: dict[str, str
         return [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
         raise RecordError("bad_prompt", f"field {fields['prompt']!r} must be a string or a non-empty message list")
-    chat_fields = {"messages": fields["prompt"], "role": fields["role"], "content": fields["content"]}
-    try:
-        # chat_messages wants a conversation ending with an assistant turn; a prompt ends before one.
-        return chat_messages({fields["prompt"]: value + [{fields["role"]: "assistant", fields["content"]: "."}]},
-                             chat_fields, roles)[:-1]  # fmt: skip
-    except RecordError as exc:
-        raise RecordError(exc.reason, exc.detail) from None
+    return parse_messages(value, fields["prompt"], fields, roles)
 
 
 def _messages_pair(tokenizer: Tokenizer, style: PromptStyle, prompt: list[dict], chosen: list[dict],
