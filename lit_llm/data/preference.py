@@ -338,8 +338,7 @@ class PreferenceDataModule(SFTDataModule):
         return examples
 
     def _collate(self, packed: bool) -> Any:
-        pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        return functools.partial(collate_pairs, pad_id=pad_id)
+        return functools.partial(collate_pairs, pad_id=self.pad_id)
 
     def eval_prompts(self, limit: int) -> list[tuple[list[dict[str, Any]], str, str | None]]:
         """Up to `limit` validation prompts (as conversations) with their chosen response and task."""

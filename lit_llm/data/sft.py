@@ -251,6 +251,16 @@ class SFTDataModule(LightningDataModule):
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+
+    @property
+    def batch_shape(self) -> tuple[int, int] | None:
+        """(rows, tokens) of a training batch when that is fixed, for counting FLOPs: packed rows fill max_length;
+        padded batches vary, and a count at max_length would overstate MFU."""
+        return (self.batch_size, self.max_length) if self.hparams.get("packing", False) else None
+
     def _init_from(self) -> str | None:
         """The model's `init_from` checkpoint, when the data module is attached to a Trainer."""
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -323,8 +333,7 @@ class SFTDataModule(LightningDataModule):
         return [[examples[i] for i in b] for b in bins]
 
     def _collate(self, packed: bool) -> Any:
-        pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        return functools.partial(collate, pad_id=pad_id, packed=packed)
+        return functools.partial(collate, pad_id=self.pad_id, packed=packed)
 
     def _loader(self, items: list[Any], shuffle: bool, collate_fn: Any) -> DataLoader:
         """Training loaders shuffle by (seed, epoch) and resume mid-epoch; evaluation loaders keep the order."""

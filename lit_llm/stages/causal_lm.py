@@ -148,7 +148,10 @@ class CausalLM(LightningModule):
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
-        batch, block = getattr(dm, "batch_size", None), getattr(dm, "block_size", None)
+        if hasattr(dm, "batch_shape"):
+            batch, block = dm.batch_shape or (None, None)  # None: batches vary in shape, no fixed FLOP count
+        else:
+            batch, block = getattr(dm, "batch_size", None), getattr(dm, "block_size", None)
         if batch and block:
             # FLOPs of one micro-batch's forward + backward, counted on the meta device (no memory, no time).
             with torch.device("meta"):

@@ -115,6 +115,7 @@ class DPOModule(PreferenceModule):
         return out.mean_logps if self._average else out.logps
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.hparams.precompute_reference:
             self._precompute_reference()
 
@@ -131,12 +132,11 @@ class DPOModule(PreferenceModule):
         # Every rank runs as many forward passes (FSDP gathers shards in lockstep): pad with a repeated pair.
         mine += [mine[-1] if mine else 0] * (per_rank - len(mine))
         values = torch.zeros(per_rank, 2, device=self.device)
-        pad_id = self.tokenizer.pad_id if self.tokenizer is not None and self.tokenizer.pad_id is not None else 0
         step = 2 * dm.batch_size
         with self.trainer.precision_plugin.forward_context():
             for start in range(0, len(mine), step):
                 chunk = mine[start : start + step]
-                batch = collate_pairs([pairs[i] for i in chunk], pad_id)
+                batch = collate_pairs([pairs[i] for i in chunk], dm.pad_id)
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 logps = self._reference_logps(batch)
                 values[start : start + len(chunk)] = torch.stack([logps[: len(chunk)], logps[len(chunk) :]], dim=1)

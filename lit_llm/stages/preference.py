@@ -44,9 +44,6 @@ class PreferenceModule(SFTModule):
     `eval_generations` validation prompts and logs the task verifiers' exact match, as SFT does.
     """
 
-    def on_fit_start(self) -> None:
-        pass  # pairs are padded to each batch's longest: no fixed shape to count FLOPs on
-
     def _losses(self, batch: dict[str, Any], out: SideOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 

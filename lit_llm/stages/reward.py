@@ -77,9 +77,6 @@ class RewardModule(CausalLM):
                 raise CheckpointError(f"{self.hparams.init_from}: {exc}") from None
         return wrap(model) if wrap is not None else model
 
-    def on_fit_start(self) -> None:
-        pass  # pairs are padded to each batch's longest: no fixed shape to count FLOPs on
-
     # ---- steps ------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -67,13 +67,6 @@ class SFTModule(CausalLM):
         if eval_generations < 0 or sample_generations < 0 or max_new_tokens < 1:
             raise ConfigError("model.eval_generations and sample_generations must be >= 0, max_new_tokens >= 1")
 
-    def on_fit_start(self) -> None:
-        dm = self.trainer.datamodule
-        # Only packed rows have a fixed length; padded batches vary, and a FLOP count at max_length would
-        # overstate MFU.
-        if getattr(dm, "hparams", {}).get("packing"):
-            super().on_fit_start()
-
     # ---- steps ------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
