@@ -7,6 +7,7 @@ import sys
 from argparse import ArgumentError
 
 from lit_llm.errors import LitLLMError
+from lit_llm.eval.pairs import write_pairs  # light: no torch or Lightning at import
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -165,58 +166,20 @@ def evaluate(
     print(format_scores(columns, metric="reward"))
 
 
-def pairs(
-    checkpoint: str,
-    output: str,
-    split: str = "train",
-    tasks: list[str] | None = None,
-    per_task: int = 500,
-    samples: int = 4,
-    temperature: float = 1.0,
-    max_new_tokens: int = 32,
-    batch_size: int = 64,
-    seed: int = 0,
-    device: str = "auto",
-    pairs_per_prompt: int = 1,
-) -> None:
-    """Write preference pairs on the built-in tasks from a checkpoint's own answers: for each prompt, sample answers,
-    verify them, and pair a correct one (else the reference answer) with a wrong one (else a synthetic mistake).
-
-    Args:
-        checkpoint: a lit_llm checkpoint trained with a prompt style (SFT), .ckpt file or run folder.
-        output: the JSON Lines file to write ({prompt, chosen, rejected, task} per line).
-        split: task split to draw prompts from: "train", "val" or "test".
-        tasks: tasks to use (None: all built-in tasks).
-        per_task: prompts (and pairs) per task.
-        samples: answers sampled per prompt.
-        temperature: sampling temperature.
-        max_new_tokens: longest answer.
-        batch_size: prompts answered at once.
-        seed: seed of the prompts and of the sampler.
-        device: "auto", "cpu" or "cuda".
-        pairs_per_prompt: most pairs per prompt, one per distinct wrong answer sampled.
-    """
-    import torch
-
-    from lit_llm.eval.pairs import write_pairs
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    stats = write_pairs(
-        checkpoint, output, split, tasks, per_task, samples, temperature, max_new_tokens, batch_size, seed, device,
-        pairs_per_prompt,
-    )
-    print(f"{split}: {stats.summary()}")
-    print(f"wrote {output}")
+def _report_pairs(stats) -> None:
+    print(f"{stats.split}: {stats.summary()}")
+    print(f"wrote {stats.output}")
 
 
-def _function_command(function, prog: str):
-    """A command whose options are a function's typed, documented parameters."""
+def _function_command(function, prog: str, report=None):
+    """A command whose options are a function's typed, documented parameters; `report` prints its result."""
 
     def run(argv: list[str]) -> None:
         from jsonargparse import auto_cli
 
-        auto_cli(function, args=argv, as_positional=False, prog=prog)
+        result = auto_cli(function, args=argv, as_positional=False, prog=prog)
+        if report is not None:
+            report(result)
 
     return run
 
@@ -225,7 +188,7 @@ COMMANDS = {
     "generate": _function_command(generate, "lit-llm generate"),
     "prepare": prepare_command,
     "evaluate": _function_command(evaluate, "lit-llm evaluate"),
-    "pairs": _function_command(pairs, "lit-llm pairs"),
+    "pairs": _function_command(write_pairs, "lit-llm pairs", report=_report_pairs),
 }
 
 

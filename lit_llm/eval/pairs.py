@@ -19,6 +19,9 @@ from lit_llm.data.tasks import get_task, task_records
 
 @dataclass
 class PairStats:
+    checkpoint: str = ""
+    split: str = ""
+    output: str = ""
     prompts: int = 0
     pairs: int = 0
     samples: int = 0
@@ -70,13 +73,13 @@ def sample_pairs(
     rng = random.Random(seed)
     for record, sampled in zip(records, answers):
         task, prompt = get_task(record["task"]), record["instruction"]
-        right = list(dict.fromkeys(a.strip() for a in sampled if task.exact_match(prompt, a)))
-        wrong = [a.strip() for a in dict.fromkeys(sampled) if not task.exact_match(prompt, a) and a.strip()]
-        wrong = list(dict.fromkeys(wrong))
+        verdicts = [task.exact_match(prompt, a) for a in sampled]
+        right = list(dict.fromkeys(a.strip() for a, ok in zip(sampled, verdicts) if ok))
+        wrong = list(dict.fromkeys(a.strip() for a, ok in zip(sampled, verdicts) if not ok and a.strip()))
         rng.shuffle(wrong)
         stats.prompts += 1
         stats.samples += len(sampled)
-        stats.correct_samples += sum(task.exact_match(prompt, a) for a in sampled)
+        stats.correct_samples += sum(verdicts)
         rejected = wrong[:pairs_per_prompt] or [task.wrong_answer(prompt, rng)]
         for i, bad in enumerate(rejected):
             if right:
@@ -105,13 +108,34 @@ def write_pairs(
     max_new_tokens: int = 32,
     batch_size: int = 64,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     pairs_per_prompt: int = 1,
 ) -> PairStats:
-    """Sample pairs for `per_task` prompts of each task's `split` from a checkpoint, in its prompt style, and write
-    them to `output` as JSON Lines (with `output`.stats.json beside it)."""
+    """Write preference pairs on the built-in tasks from a checkpoint's own answers: for each prompt, sample answers
+    in the checkpoint's prompt style, verify them, and pair a correct one (else the reference answer) with a wrong
+    one (else a synthetic mistake). Pairs go to `output` as JSON Lines, the counts to `output`.stats.json.
+
+    Args:
+        checkpoint: a lit_llm checkpoint trained with a prompt style (SFT), .ckpt file or run folder.
+        output: the JSON Lines file to write ({prompt, chosen, rejected, task} per line).
+        split: task split to draw prompts from: "train", "val" or "test".
+        tasks: tasks to use (None: all built-in tasks).
+        per_task: prompts per task.
+        samples: answers sampled per prompt.
+        temperature: sampling temperature.
+        max_new_tokens: longest answer.
+        batch_size: prompts answered at once.
+        seed: seed of the prompts and of the sampler.
+        device: "auto", "cpu" or "cuda".
+        pairs_per_prompt: most pairs per prompt, one per distinct wrong answer sampled.
+    """
+    import torch
+
     from lit_llm.checkpoint import load_model, meta_tokenizer
     from lit_llm.data.templates import load_style
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
 
     model, meta = load_model(checkpoint)
     tokenizer = meta_tokenizer(meta, checkpoint)
@@ -126,5 +150,6 @@ def write_pairs(
     with open(path, "w") as f:
         for pair in pairs:
             f.write(json.dumps(pair) + "\n")
-    Path(f"{path}.stats.json").write_text(json.dumps({"checkpoint": str(checkpoint), "split": split, **asdict(stats)}))
+    stats.checkpoint, stats.split, stats.output = str(checkpoint), split, str(output)
+    Path(f"{path}.stats.json").write_text(json.dumps(asdict(stats)))
     return stats
