@@ -14,6 +14,7 @@ from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.model import GPT, Config
 from lit_llm.stages import CausalLM
 from lit_llm.stages.base import param_groups, warmup_cosine
+from tests.stages.conftest import trainer
 
 SMALL = {"n_layer": 2, "n_head": 4, "n_embd": 64, "intermediate_size": 128, "block_size": 32}
 
@@ -27,20 +28,7 @@ class LossRecorder(Callback):
 
 
 def make_trainer(tmp_path, max_steps: int, callbacks=(), **kwargs) -> Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    defaults.update(kwargs)
-    return Trainer(callbacks=list(callbacks), **defaults)
+    return trainer(tmp_path, max_steps, callbacks=list(callbacks), **{"limit_val_batches": 0, **kwargs})
 
 
 def small_module(**kwargs) -> CausalLM:
