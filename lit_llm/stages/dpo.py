@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -11,9 +10,10 @@ import torch
 from lit_llm.errors import ConfigError
 from lit_llm.losses import DPO_LOSSES, dpo_loss, next_token_loss
 from lit_llm.stages.preference import PreferenceModule, SideOutputs, side_outputs
+from lit_llm.stages.reference import FrozenReference
 
 
-class DPOModule(PreferenceModule):
+class DPOModule(FrozenReference, PreferenceModule):
     """Align a policy with DPO-family losses on preference pairs; the reference is the `init_from` model.
 
     The reference is a second copy of the starting weights: in eval mode, without gradients, outside the
@@ -87,24 +87,6 @@ class DPOModule(PreferenceModule):
 
     # ---- the reference ----------------------------------------------------------------------------
 
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        init_state = self._init_state
-        super().configure_model()
-        self._init_state = init_state
-        reference = self._build_model(self._fsdp_wrap())
-        self._init_state = None
-        self.reference = reference.requires_grad_(False).eval()
-        # Lightning warns about modules in eval mode when training starts; the reference is meant to be one.
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
-
-    def train(self, mode: bool = True) -> DPOModule:
-        super().train(mode)
-        if self.reference is not None:
-            self.reference.eval()  # Lightning puts the whole module in train mode at each epoch
-        return self
-
     @property
     def _average(self) -> bool:
         return self.hparams.loss_type == "ipo"
@@ -168,16 +150,3 @@ class DPOModule(PreferenceModule):
             loss = loss + hp.sft_weight * nll
             metrics["nll_loss"] = nll.detach()
         return loss, metrics
-
-    # ---- checkpoints ------------------------------------------------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("reference.")]:
-            del state[key]  # rebuilt from init_from; saving it would double the checkpoint
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The live reference, rebuilt from init_from, fills the keys that strict loading expects.
-        if self.reference is not None:
-            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
