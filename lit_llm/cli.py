@@ -132,6 +132,8 @@ def evaluate(
     batch_size: int = 64,
     seed: int = 0,
     device: str = "auto",
+    temperature: float = 0.0,
+    samples: int = 1,
 ) -> None:
     """Print each checkpoint's exact-match accuracy (and mean verifier reward) on the built-in verifiable tasks.
 
@@ -145,6 +147,8 @@ def evaluate(
         batch_size: prompts answered at once.
         seed: seed of the prompts drawn from the split.
         device: "auto", "cpu" or "cuda".
+        temperature: 0 answers greedily; above 0, answers are sampled (the same seeds for every checkpoint).
+        samples: answers sampled per prompt when temperature > 0; scores average over them.
     """
     import torch
 
@@ -156,11 +160,13 @@ def evaluate(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     columns = {
         path: evaluate_checkpoint(
-            path, split, tasks, per_task, prompt_style, max_new_tokens, batch_size, seed, device=device
+            path, split, tasks, per_task, prompt_style, max_new_tokens, batch_size, seed, device=device,
+            temperature=temperature, samples=samples,
         )
         for path in checkpoints
     }
-    print(f"exact match on the {split} split of the built-in tasks:")
+    how = "greedy answers" if temperature <= 0 else f"{samples} answer(s) per prompt sampled at temperature {temperature}"
+    print(f"exact match on the {split} split of the built-in tasks ({how}):")
     print(format_scores(columns))
     print("mean verifier reward (1 = exact, partial credit below 0.5):")
     print(format_scores(columns, metric="reward"))
@@ -192,10 +198,11 @@ COMMANDS = {
 }
 
 
-def _config_error_message(exc: ArgumentError) -> str:
+def _config_error_message(exc: Exception) -> str:
     """jsonargparse's explanation without the alternatives that never applied ("Expected a NoneType")."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
-    keep = [line for line in lines if not re.search(r"Expected a <class 'NoneType'>|Subtypes: \[|any of the Union", line)]
+    noise = r"Expected a <class 'NoneType'>|Subtypes: \[|any of the Union|Given value( type)?: .*Namespace"
+    keep = [line for line in lines if not re.search(noise, line)]
     return "invalid configuration:\n" + "\n".join(keep) + "\n(see 'lit-llm COMMAND --help' for the valid keys)"
 
 
@@ -219,6 +226,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lit-llm: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except ArgumentError as exc:
+        print(f"lit-llm: error: {_config_error_message(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as exc:
+        # A stage or data module that rejects its arguments while LightningCLI instantiates it: jsonargparse
+        # reports the ConfigError as one failed alternative of the class's Union type.
+        if "Does not validate against any of the Union subtypes" not in str(exc):
+            raise
         print(f"lit-llm: error: {_config_error_message(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
 
