@@ -274,6 +274,11 @@ def verify(prompt: str, response: str) -> float:
     return 0.0 if task is None else task.verify(prompt, response)
 
 
+def exact_match(prompt: str, response: str) -> float:
+    """1.0 for the exact answer to a task prompt, else 0.0: `verify` without its partial credit."""
+    return float(verify(prompt, response) == 1.0)
+
+
 def split_of(prompt: str) -> str:
     """The split of an instruction, a hash of its text alone: no seed or size can move it to another split."""
     bucket = int.from_bytes(hashlib.blake2b(prompt.encode("utf-8"), digest_size=8).digest(), "big") % 100

@@ -1,0 +1,180 @@
+"""Reward sources for RL: a trained reward model, or a Python function of (prompt, response) such as the built-in
+task verifiers (`lit_llm.data.tasks.verify`).
+
+A source turns a batch of rollouts into one raw value per response. `check_scores` turns raw values into scores:
+a function that raised, or a value that is not a number (NaN included), skips that rollout; a value beyond
+`+-clip` (infinities included) is clipped. Both are counted in `RewardCounts`, and the first of each kind is
+reported with the prompt it came from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lit_llm.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class RewardCounts:
+    """Responses scored, and of them the ones skipped (`raised`, `not_a_number`) or `clipped`; `first` keeps the
+    first occurrence of each."""
+
+    responses: int = 0
+    raised: int = 0
+    not_a_number: int = 0
+    clipped: int = 0
+    first: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return self.raised + self.not_a_number
+
+    def note(self, kind: str, message: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if kind not in self.first:
+            self.first[kind] = message
+            action = "clipped" if kind == "clipped" else "skipped"
+            rank_zero_warn(f"{message}; the rollout is {action} (this is counted, and only the first is reported)")
+
+
+def import_function(spec: str) -> Callable[..., Any]:
+    """The callable at "package.module:name" or "package.module.name"; ConfigError naming what is missing."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        module_name, _, attr = spec.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError(
+            f"model.reward_function {spec!r} must be 'package.module:function' or 'package.module.function'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"model.reward_function {spec!r}: cannot import {module_name!r}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"model.reward_function {spec!r}: module {module_name!r} has no function {attr!r}")
+    return fn
+
+
+@dataclass
+class Rollouts:
+    """What a reward source may read about a batch of responses: the prompt conversations, the last user message
+    of each (`prompts`), the decoded responses, and the tokens of both (responses with their stop token)."""
+
+    conversations: list[list[dict[str, Any]]]
+    responses: list[str]
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+
+    @property
+    def prompts(self) -> list[str]:
+        return [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") for c in self.conversations]
+
+
+class FunctionReward:
+    """Calls `fn(prompt, response) -> float` for each response, `prompt` being the last user message."""
+
+    def __init__(self, spec: str | Callable[..., Any]) -> None:
+        self.fn = import_function(spec) if isinstance(spec, str) else spec
+        self.name = spec if isinstance(spec, str) else getattr(spec, "__name__", repr(spec))
+
+    def __call__(self, rollouts: Rollouts) -> list[Any]:
+        values: list[Any] = []
+        for prompt, response in zip(rollouts.prompts, rollouts.responses):
+            try:
+                values.append(self.fn(prompt, response))
+            except Exception as exc:  # a user's function may raise anything; the rollout is skipped and counted
+                values.append(exc)
+        return values
+
+    def to(self, device: torch.device | str) -> FunctionReward:
+        return self
+
+
+class ModelReward:
+    """Scores with a trained RewardModule checkpoint. It must share the policy's tokenizer; when it also shares the
+    prompt style, the policy's tokens are scored as they are, else the texts are re-rendered in its own style."""
+
+    def __init__(self, path: str | Path, tokenizer: Any, style: Any) -> None:
+        from lit_llm.data.templates import style_to_dict
+        from lit_llm.stages.reward import load_reward_model
+
+        self.name = str(path)
+        self.module = load_reward_model(path)
+        theirs, ours = self.module.tokenizer, tokenizer
+        if theirs.to_json() != ours.to_json():
+            vocab_theirs, vocab_ours = theirs._tok.get_vocab(True), ours._tok.get_vocab(True)
+            differing = sorted(set(vocab_theirs.items()) ^ set(vocab_ours.items()))[:3]
+            raise CheckpointError(
+                f"reward model {path} uses a different tokenizer than the policy ({theirs.vocab_size} vs "
+                f"{ours.vocab_size} tokens; differing entries such as {differing}); train the reward model from "
+                "the policy's SFT checkpoint"
+            )
+        mine = self.module.prompt_style
+        self.same_style = mine is not None and style is not None and style_to_dict(mine) == style_to_dict(style)
+
+    def __call__(self, rollouts: Rollouts) -> list[Any]:
+        if self.same_style:
+            rows = [p + r for p, r in zip(rollouts.prompt_ids, rollouts.response_ids)]
+            return self.module.score_tokens(rows).tolist()
+        return self.module.score(rollouts.conversations, rollouts.responses).tolist()
+
+    def to(self, device: torch.device | str) -> ModelReward:
+        self.module.to(device)
+        return self
+
+
+RewardSource = FunctionReward | ModelReward
+
+
+def load_reward_source(
+    reward_model: str | None, reward_function: str | Callable[..., Any] | None, tokenizer: Any = None,
+    style: Any = None,
+) -> RewardSource:
+    """The source named by exactly one of `reward_model` (a RewardModule checkpoint) and `reward_function`."""
+    if (reward_model is None) == (reward_function is None):
+        raise ConfigError(
+            "set exactly one of model.reward_model (a reward-model checkpoint) and model.reward_function "
+            "(e.g. lit_llm.data.tasks.verify)"
+        )
+    if reward_function is not None:
+        return FunctionReward(reward_function)
+    return ModelReward(reward_model, tokenizer, style)
+
+
+def check_scores(
+    values: Sequence[Any], rollouts: Rollouts, clip: float, counts: RewardCounts, source: str = "reward"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, valid) as float and bool (N,) tensors: skipped rollouts score 0 and are not valid."""
+    scores, valid = [], []
+    prompts = rollouts.prompts
+    for value, prompt in zip(values, prompts):
+        counts.responses += 1
+        where = f"{source} on prompt {prompt[:60]!r}"
+        if isinstance(value, BaseException):
+            counts.note("raised", f"{where} raised {type(value).__name__}: {value}")
+            scores.append(0.0), valid.append(False)
+            continue
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float: clipped below
+            number = math.inf if value > 0 else -math.inf
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isnan(number):
+            counts.note("not_a_number", f"{where} returned {value!r}, not a number")
+            scores.append(0.0), valid.append(False)
+            continue
+        if abs(number) > clip:
+            counts.note("clipped", f"{where} returned {number}, beyond the clip of +-{clip}")
+            number = math.copysign(clip, number)
+        scores.append(number), valid.append(True)
+    return torch.tensor(scores, dtype=torch.float32), torch.tensor(valid, dtype=torch.bool)
