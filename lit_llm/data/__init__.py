@@ -6,8 +6,8 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "PreferenceDataModule", "PrepareConfig", "PretrainDataModule", "SFTDataModule", "Tokenizer", "TokenizerConfig",
-    "prepare", "train_bpe",
+    "PreferenceDataModule", "PrepareConfig", "PretrainDataModule", "PromptDataModule", "SFTDataModule", "Tokenizer",
+    "TokenizerConfig", "prepare", "train_bpe",
 ]
 
 # Loaded on first use, so that the data pipeline does not import torch and Lightning.
@@ -15,6 +15,7 @@ _LAZY = {
     "PretrainDataModule": "lit_llm.data.pretrain",
     "SFTDataModule": "lit_llm.data.sft",
     "PreferenceDataModule": "lit_llm.data.preference",
+    "PromptDataModule": "lit_llm.data.prompts",
     "PrepareConfig": "lit_llm.data.prepare",
     "TokenizerConfig": "lit_llm.data.prepare",
     "prepare": "lit_llm.data.prepare",

@@ -308,16 +308,6 @@ class PreferenceDataModule(SFTDataModule):
             self.prompt_style = self._checkpoint_style()
         super().setup(stage)
 
-    def _checkpoint_style(self) -> PromptStyle:
-        from lit_llm.checkpoint import checkpoint_meta, load_checkpoint
-        from lit_llm.data.templates import load_style
-
-        path = self._init_from()
-        if path is None:
-            return self.prompt_style
-        stored = checkpoint_meta(load_checkpoint(path), path).get("prompt_style")
-        return load_style(stored) if stored else self.prompt_style
-
     def _builtin_records(self, split: str, per_task: int) -> list[dict[str, Any]]:
         from lit_llm.data.tasks import task_pairs
 

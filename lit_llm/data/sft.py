@@ -274,6 +274,18 @@ class SFTDataModule(LightningDataModule):
             raise ConfigError("data.tokenizer is not set and the model has no init_from checkpoint to take one from")
         return load_tokenizer(path)
 
+    def _init_meta(self) -> dict[str, Any] | None:
+        """The lit_llm metadata of the model's `init_from` checkpoint, or None without one."""
+        from lit_llm.checkpoint import checkpoint_meta, load_checkpoint
+
+        path = self._init_from()
+        return None if path is None else checkpoint_meta(load_checkpoint(path), path)
+
+    def _checkpoint_style(self) -> PromptStyle:
+        """The prompt style stored in the `init_from` checkpoint (the one SFT trained with), else the configured one."""
+        stored = (self._init_meta() or {}).get("prompt_style")
+        return load_style(stored) if stored else self.prompt_style
+
     # ---- records -------------------------------------------------------------------------------
 
     def _records(self, sources: str | list[str], split: str) -> Iterator[tuple[str, Any]]:

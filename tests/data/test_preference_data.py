@@ -31,13 +31,6 @@ def tok() -> Tokenizer:
     return train_bpe(list(generate_corpus(300, seed=1)) + ["### Instruction:\nWhat is 3 + 4?"] * 20, vocab_size=512)
 
 
-@pytest.fixture(scope="module")
-def tok_path(tok: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pref_tok") / "tokenizer.json"
-    tok.save(path)
-    return path
-
-
 def enc(tok: Tokenizer, text: str) -> list[int]:
     return tok.encode(text, allow_special=False)
 
