@@ -102,17 +102,19 @@ class SampleGeneration(pl.Callback):
         write_samples(trainer, log_dir, ["step", "prompt", "completion"], rows)
 
 
-def write_samples(trainer: pl.Trainer, log_dir: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    """Append generated samples to `log_dir/samples.jsonl` and send them to loggers with a text table (W&B)."""
+def write_samples(
+    trainer: pl.Trainer, log_dir: str | None, columns: list[str], rows: list[list[Any]], key: str = "samples"
+) -> None:
+    """Append generated samples to `log_dir/{key}.jsonl` and send them to loggers with a text table (W&B)."""
     if log_dir:
-        path = Path(log_dir) / "samples.jsonl"
+        path = Path(log_dir) / f"{key}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             for row in rows:
                 f.write(json.dumps(dict(zip(columns, row))) + "\n")
     for logger in trainer.loggers:
         if hasattr(logger, "log_text"):
-            logger.log_text(key="samples", columns=columns, data=rows)
+            logger.log_text(key=key, columns=columns, data=rows)
 
 
 class ValidationSummary(pl.Callback):

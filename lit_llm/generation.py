@@ -54,6 +54,17 @@ def _unpad(prompts: list[Sequence[int]] | torch.Tensor, attention_mask: torch.Te
     return [list(p) for p in prompts]
 
 
+def padded_positions_and_mask(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position ids (B, T) and a causal attention mask (B, T, T) for rows with padding anywhere, `valid` (B, T)
+    marking real tokens: positions count real tokens only, and no query sees a padding key. Each query also sees
+    itself, so rows of padding stay finite instead of NaN."""
+    T = valid.size(1)
+    position_ids = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
+    mask = causal & (valid[:, None, :] | torch.eye(T, dtype=torch.bool, device=valid.device))
+    return position_ids, mask
+
+
 @torch.inference_mode()
 def generate(
     model: GPT,
@@ -96,10 +107,7 @@ def generate(
     for i, r in enumerate(rows):
         idx[i, T - len(r) :] = torch.tensor(r, dtype=torch.long, device=device)
         key_valid[i, T - len(r) :] = True  # generated positions are always valid
-    position_ids = (key_valid[:, :T].long().cumsum(-1) - 1).clamp(min=0)
-    causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
-    # Each query may also see itself, so fully padded rows stay finite instead of NaN.
-    mask = causal & (key_valid[:, None, :T] | torch.eye(T, dtype=torch.bool, device=device))
+    position_ids, mask = padded_positions_and_mask(key_valid[:, :T])
 
     was_training = model.training
     model.eval()
@@ -141,6 +149,21 @@ def generate(
                 break
         result.append(row)
     return result
+
+
+def cut_at_stop_strings(
+    tokenizer, responses: list[list[int]], stop_strings: Sequence[str]
+) -> list[tuple[list[int], bool]]:
+    """Each response cut after the first token that completes one of `stop_strings` in the decoded text, and
+    whether it was cut. (Strings may span tokens, so they are matched on text after generation.)"""
+    out = []
+    for tokens in responses:
+        if not any(s in tokenizer.decode(tokens) for s in stop_strings):
+            out.append((tokens, False))
+            continue
+        end = next(j for j in range(1, len(tokens) + 1) if any(s in tokenizer.decode(tokens[:j]) for s in stop_strings))
+        out.append((tokens[:end], True))
+    return out
 
 
 def _prompt_room(model: GPT, max_new_tokens: int) -> int:

@@ -399,6 +399,10 @@ class RewardModel(GPT):
             last = hidden[torch.arange(idx.size(0), device=idx.device), last_index]
         return self.score_head(last).squeeze(-1).float()
 
+    def values(self, idx: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """(B, T) the head at every position: a critic's value estimate after each token."""
+        return self.score_head(self.backbone(idx, **kwargs)).squeeze(-1).float()
+
     def load_language_model(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
         """Load a GPT's weights (its LM head is dropped) or a reward model's; returns the keys left at their init."""
         state = {k: v for k, v in state_dict.items() if not k.startswith("lm_head.")}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from lit_llm.checkpoint import load_checkpoint, submodule_state
+from lit_llm.stages import PPOModule
 from tests.test_cli import write_config
 
 
@@ -75,3 +79,57 @@ def test_dpo_precomputed_reference_under_ddp_matches_one_process_with_a_live_ref
     for name, tensor in states["single"].items():
         assert not torch.equal(tensor, initial[name]) or "norm" in name
         torch.testing.assert_close(states["ddp"][name], tensor, atol=2e-5, rtol=1e-4, msg=name)
+
+
+class RecordingPPOModule(PPOModule):
+    """Writes, per rank and rollout batch, its responses and the sums of its whitened advantages."""
+
+    def _experience(self, batch):
+        exp = super()._experience(batch)
+        record = {"rank": self.global_rank, "texts": exp["texts"],
+                  "advantage_sum": float((exp["advantages"] * exp["mask"]).sum()),
+                  "advantage_square_sum": float((exp["advantages"] ** 2 * exp["mask"]).sum()),
+                  "tokens": int(exp["mask"].sum())}  # fmt: skip
+        with open(os.path.join(os.environ["PPO_RECORD_DIR"], f"rank{self.global_rank}.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return exp
+
+
+def test_ppo_under_ddp_each_rank_generates_its_own_rollouts_and_whitening_spans_ranks(tmp_path):
+    """Two ranks answer different prompts with their own samples; the advantages are whitened with statistics of
+    both ranks' tokens, so they sum to zero with unit variance over the two ranks together, not on each."""
+    import yaml
+
+    from lit_llm.data.corpus import generate_corpus
+    from lit_llm.data.tasks import task_records
+    from lit_llm.data.tokenizer import train_bpe
+    from tests.stages.conftest import save_model
+
+    texts = list(generate_corpus(200, seed=1)) + [r["instruction"] for r in task_records("train", per_task=100)]
+    init = save_model(tmp_path / "init.ckpt", train_bpe(texts, vocab_size=512), seed=0)
+    config = {
+        "seed_everything": 1,
+        "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_steps": 2, "limit_val_batches": 0,
+                    "logger": False, "enable_progress_bar": False, "enable_checkpointing": False,
+                    "default_root_dir": str(tmp_path)},
+        "model": {"class_path": "tests.test_ddp.RecordingPPOModule",
+                  "init_args": {"init_from": str(init), "reward_function": "lit_llm.data.tasks.verify",
+                                "max_new_tokens": 6, "num_ppo_epochs": 1, "eval_generations": 0}},
+        "data": {"class_path": "lit_llm.data.PromptDataModule",
+                 "init_args": {"tokenizer": str(init), "prompt_style": "alpaca", "tasks": ["upper", "add"],
+                               "examples_per_task": 8, "val_examples_per_task": 1, "batch_size": 4}},
+    }  # fmt: skip
+    (tmp_path / "ppo.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "lit_llm.cli", "fit", "--config", str(tmp_path / "ppo.yaml")]
+    env = {**os.environ, "PPO_RECORD_DIR": str(tmp_path)}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [[json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    for step0, step1 in zip(*ranks):
+        assert step0["texts"] != step1["texts"]
+        n = step0["tokens"] + step1["tokens"]
+        assert abs(step0["advantage_sum"] + step1["advantage_sum"]) < 1e-3 * n
+        assert (step0["advantage_square_sum"] + step1["advantage_square_sum"]) / (n - 1) == pytest.approx(1, abs=1e-3)
+        # Whitening each rank alone would zero each sum; with shared statistics they are not.
+        assert abs(step0["advantage_sum"]) > 1e-2

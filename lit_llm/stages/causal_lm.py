@@ -139,12 +139,16 @@ class CausalLM(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = build_adamw(self.model, hp.learning_rate, hp.weight_decay, tuple(hp.betas))
+        optimizer = build_adamw(self._trained(), hp.learning_rate, hp.weight_decay, tuple(hp.betas))
         decay = hp.lr_decay_steps
         if decay is None:
             decay = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
         scheduler = warmup_cosine_scheduler(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _trained(self) -> torch.nn.Module:
+        """The modules the optimizer updates."""
+        return self.model
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
