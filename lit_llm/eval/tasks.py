@@ -26,21 +26,31 @@ def score_answers(
     tasks: list[str | None],
     max_new_tokens: int = 32,
     batch_size: int = 64,
+    temperature: float = 0.0,
+    samples: int = 1,
+    seed: int = 0,
 ) -> TaskScores:
-    """Answer each conversation greedily and score the answers of task prompts with their task's verifier
-    (the last user message is the task prompt); conversations with task None are answered but not scored."""
+    """Answer each conversation (greedily, or `samples` times at `temperature`) and score the answers of task
+    prompts with their task's verifier (the last user message is the task prompt); conversations with task None
+    are answered but not scored. Scores average over all samples; `responses` are the first sample's."""
     responses: list[str] = []
-    for start in range(0, len(conversations), batch_size):
-        batch = conversations[start : start + batch_size]
-        responses += generate_responses(model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=0)
     sums: dict[str, list[float]] = {}
-    for messages, task, response in zip(conversations, tasks, responses):
-        if task is None:
-            continue
-        reward = get_task(task).verify(messages[-1]["content"], response)
-        for key in (task, "all"):
-            n, exact, total = sums.get(key, (0, 0.0, 0.0))
-            sums[key] = (n + 1, exact + (reward == 1.0), total + reward)
+    for sample in range(samples if temperature > 0 else 1):
+        answers: list[str] = []
+        for start in range(0, len(conversations), batch_size):
+            batch = conversations[start : start + batch_size]
+            answers += generate_responses(
+                model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                seed=seed + 1000 * sample + start,
+            )  # fmt: skip
+        responses = responses or answers
+        for messages, task, response in zip(conversations, tasks, answers):
+            if task is None:
+                continue
+            reward = get_task(task).verify(messages[-1]["content"], response)
+            for key in (task, "all"):
+                n, exact, total = sums.get(key, (0, 0.0, 0.0))
+                sums[key] = (n + 1, exact + (reward == 1.0), total + reward)
     scores = {k: {"n": n, "exact_match": exact / n, "reward": total / n} for k, (n, exact, total) in sums.items()}
     if "all" in scores:  # last, after the tasks in the order they came
         scores["all"] = scores.pop("all")
@@ -57,9 +67,12 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     seed: int = 0,
     device: str = "cpu",
+    temperature: float = 0.0,
+    samples: int = 1,
 ) -> TaskScores:
     """Score a checkpoint on `per_task` prompts of each task's `split`, asked in the checkpoint's prompt style
-    (or `prompt_style`; "alpaca" for a checkpoint trained without one, e.g. straight from pretraining)."""
+    (or `prompt_style`; "alpaca" for a checkpoint trained without one, e.g. straight from pretraining); answers
+    are greedy, or `samples` per prompt at `temperature` (the same seeds for every checkpoint)."""
     from lit_llm.checkpoint import load_model, meta_tokenizer
 
     model, meta = load_model(checkpoint)
@@ -69,7 +82,7 @@ def evaluate_checkpoint(
     conversations = [[{"role": "user", "content": r["instruction"]}] for r in records]
     return score_answers(
         model.to(device), tokenizer, style, conversations, [r["task"] for r in records],
-        max_new_tokens=max_new_tokens, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, samples=samples,
     )
 
 

@@ -128,9 +128,14 @@ def test_cli_fit_evaluate_and_generate(tmp_path: Path, base_checkpoint: Path, ca
     main(["evaluate", "--checkpoints", f"[{base_checkpoint},{run}]", "--tasks", "[add]", "--per_task", "5",
           "--max_new_tokens", "4"])
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "exact match on the test split of the built-in tasks:"
+    assert out[0] == "exact match on the test split of the built-in tasks (greedy answers):"
     assert out[1].split() == ["task", "n", str(base_checkpoint), str(run)]
     assert out[2].split()[:2] == ["add", "5"] and out[3].split()[:2] == ["all", "5"]
+    main(["evaluate", "--checkpoints", f"[{run}]", "--tasks", "[add]", "--per_task", "5", "--max_new_tokens", "4",
+          "--temperature", "0.7", "--samples", "2"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("(2 answer(s) per prompt sampled at temperature 0.7):")
+    assert out[2].split()[:2] == ["add", "10"]  # 5 prompts x 2 samples
 
     main(["generate", "--checkpoint", str(run), "--prompt", "What is 2 + 3?", "--max_new_tokens", "4"])
     assert capsys.readouterr().out.startswith("user: What is 2 + 3?\nassistant: ")
