@@ -36,7 +36,9 @@ demo: setup
 	$(VENV)/bin/lit-llm fit --config configs/reward/tiny.yaml
 	$(VENV)/bin/lit-llm fit --config configs/dpo/tiny.yaml
 	$(VENV)/bin/lit-llm fit --config configs/orpo/tiny.yaml
-	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny,runs/dpo/tiny,runs/orpo/tiny]' --split test --per_task 100
+	$(VENV)/bin/lit-llm fit --config configs/ppo/tiny.yaml
+	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/sft/tiny,runs/ppo/tiny]' --split test --per_task 100 --temperature 0.7 --samples 2
+	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny,runs/dpo/tiny,runs/orpo/tiny,runs/ppo/tiny]' --split test --per_task 100
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -46,6 +48,8 @@ bench: setup
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/sft_packing.py
 	$(PY) benchmarks/dpo_reference.py
+	$(PY) benchmarks/generation_kv_cache.py
+	$(PY) benchmarks/ppo_step.py
 
 clean:
 	rm -rf $(VENV) runs data/pretrain data/demo data/pairs lightning_logs
