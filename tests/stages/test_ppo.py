@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -244,3 +245,29 @@ def test_cli_reports_a_bad_reward_function_in_one_message(capsys):
     assert "lit-llm: error: invalid configuration" in err
     assert "model.reward_function 'no_such_module.score': cannot import 'no_such_module'" in err
     assert "Traceback" not in err and "Namespace(" not in err
+
+
+def test_resumed_run_matches_a_continuous_run(base_checkpoint, tmp_path):
+    """Rollouts are seeded by (sampling_seed, rollout batch, rank) and the prompt loader resumes mid-epoch, so
+    resuming from the checkpoint written after 2 of 4 rollout batches trains to the same weights as the run that
+    wrote it; the run also writes its sample rollouts."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(ckpt_path=None, callbacks=()):
+        torch.manual_seed(0)
+        module = ppo(base_checkpoint, value_model="critic")
+        fit = trainer(tmp_path, max_steps=16, limit_val_batches=0, callbacks=list(callbacks), enable_checkpointing=True)
+        fit.fit(module, datamodule=prompts(base_checkpoint), ckpt_path=ckpt_path, weights_only=True)
+        return module
+
+    every_2 = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="s{step}", auto_insert_metric_name=False,
+                              every_n_train_steps=8, save_top_k=-1)  # fmt: skip
+    continuous = run(callbacks=[every_2])
+    rollouts = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    resumed = run(ckpt_path=str(tmp_path / "ckpt" / "s8.ckpt"))
+    assert resumed.episodes == continuous.episodes == 64
+    for (name, a), b in zip(continuous.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    for (name, a), b in zip(continuous.critic.state_dict().items(), resumed.critic.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert rollouts and set(rollouts[0]) == {"step", "prompt", "response", "score"}
