@@ -6,6 +6,7 @@ import re
 import sys
 from argparse import ArgumentError
 
+from lit_llm.chat import chat
 from lit_llm.errors import LitLLMError
 from lit_llm.eval.pairs import write_pairs  # light: no torch or Lightning at import
 
@@ -21,6 +22,7 @@ commands:
   prepare    raw text to token files: lit-llm prepare --config configs/data/demo.yaml
   evaluate   exact match per built-in task: lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny]'
   pairs      preference pairs from a model's own answers: lit-llm pairs --checkpoint runs/sft/tiny --output F.jsonl
+  chat       talk with a checkpoint in the terminal: lit-llm chat --checkpoint runs/sft/tiny
 
 'lit-llm COMMAND --help' lists a command's options; 'lit-llm fit --print_config' prints a full config.
 """
@@ -165,7 +167,9 @@ def evaluate(
         )
         for path in checkpoints
     }
-    how = "greedy answers" if temperature <= 0 else f"{samples} answer(s) per prompt sampled at temperature {temperature}"
+    how = "greedy answers"
+    if temperature > 0:
+        how = f"{samples} answer(s) per prompt sampled at temperature {temperature}"
     print(f"exact match on the {split} split of the built-in tasks ({how}):")
     print(format_scores(columns))
     print("mean verifier reward (1 = exact, partial credit below 0.5):")
@@ -195,6 +199,7 @@ COMMANDS = {
     "prepare": prepare_command,
     "evaluate": _function_command(evaluate, "lit-llm evaluate"),
     "pairs": _function_command(write_pairs, "lit-llm pairs", report=_report_pairs),
+    "chat": _function_command(chat, "lit-llm chat"),
 }
 
 
