@@ -39,6 +39,7 @@ demo: setup
 	$(VENV)/bin/lit-llm fit --config configs/ppo/tiny.yaml
 	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/sft/tiny,runs/ppo/tiny]' --split test --per_task 100 --temperature 0.7 --samples 2
 	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny,runs/dpo/tiny,runs/orpo/tiny,runs/ppo/tiny]' --split test --per_task 100
+	$(VENV)/bin/lit-llm compare --checkpoints '[runs/sft/tiny,runs/dpo/tiny,runs/orpo/tiny,runs/ppo/tiny]' --reward_model runs/reward/tiny --per_task 50 --examples 3 --output reports/compare
 	$(VENV)/bin/lit-llm report --runs '[runs/pretrain/tiny,runs/sft/tiny,runs/reward/tiny,runs/dpo/tiny,runs/orpo/tiny,runs/ppo/tiny]' --output reports/demo
 
 test: setup

@@ -8,6 +8,7 @@ from argparse import ArgumentError
 
 from lit_llm.chat import chat
 from lit_llm.errors import LitLLMError
+from lit_llm.eval.compare import compare_checkpoints
 from lit_llm.eval.pairs import write_pairs  # light: no torch or Lightning at import
 from lit_llm.eval.report import write_report
 
@@ -24,6 +25,7 @@ commands:
   evaluate   exact match per built-in task: lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny]'
   pairs      preference pairs from a model's own answers: lit-llm pairs --checkpoint runs/sft/tiny --output F.jsonl
   chat       talk with a checkpoint in the terminal: lit-llm chat --checkpoint runs/sft/tiny
+  compare    checkpoints side by side on held-out prompts: lit-llm compare --checkpoints '[runs/sft/tiny,runs/ppo/tiny]'
   report     plots and a summary of training runs: lit-llm report --runs '[runs/pretrain/tiny,runs/sft/tiny]'
 
 'lit-llm COMMAND --help' lists a command's options; 'lit-llm fit --print_config' prints a full config.
@@ -202,6 +204,7 @@ COMMANDS = {
     "evaluate": _function_command(evaluate, "lit-llm evaluate"),
     "pairs": _function_command(write_pairs, "lit-llm pairs", report=_report_pairs),
     "chat": _function_command(chat, "lit-llm chat"),
+    "compare": _function_command(compare_checkpoints, "lit-llm compare", report=lambda path: print(path.read_text())),
     "report": _function_command(write_report, "lit-llm report", report=lambda path: print(f"wrote {path}")),
 }
 
