@@ -135,16 +135,23 @@ class ModelReward:
 RewardSource = FunctionReward | ModelReward
 
 
-def load_reward_source(
-    reward_model: str | None, reward_function: str | Callable[..., Any] | None, tokenizer: Any = None,
-    style: Any = None,
-) -> RewardSource:
-    """The source named by exactly one of `reward_model` (a RewardModule checkpoint) and `reward_function`."""
+def check_reward_spec(reward_model: str | None, reward_function: str | Callable[..., Any] | None) -> None:
+    """ConfigError unless exactly one source is named, or when a function's import path does not resolve."""
     if (reward_model is None) == (reward_function is None):
         raise ConfigError(
             "set exactly one of model.reward_model (a reward-model checkpoint) and model.reward_function "
             "(e.g. lit_llm.data.tasks.verify)"
         )
+    if isinstance(reward_function, str):
+        import_function(reward_function)
+
+
+def load_reward_source(
+    reward_model: str | None, reward_function: str | Callable[..., Any] | None, tokenizer: Any = None,
+    style: Any = None,
+) -> RewardSource:
+    """The source named by exactly one of `reward_model` (a RewardModule checkpoint) and `reward_function`."""
+    check_reward_spec(reward_model, reward_function)
     if reward_function is not None:
         return FunctionReward(reward_function)
     return ModelReward(reward_model, tokenizer, style)

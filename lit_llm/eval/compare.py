@@ -125,8 +125,6 @@ def compare_checkpoints(
         examples: prompts shown with every model's answer side by side.
         output: folder to write the report to.
     """
-    import torch
-
     from lit_llm.checkpoint import load_model, meta_tokenizer
     from lit_llm.data.tasks import TASKS, task_records
     from lit_llm.data.templates import load_style, prompt_ids, stop_ids
@@ -159,7 +157,6 @@ def compare_checkpoints(
         style = load_style(meta.get("prompt_style") or "alpaca")
         room = _prompt_room(model, max_new_tokens)
         rows = [prompt_ids(tokenizer, style, m)[-room:] for m in conversations]
-        torch.manual_seed(seed)
         answers = generate(model, rows, max_new_tokens=max_new_tokens, temperature=temperature, top_k=None,
                            stop_tokens=stop_ids(tokenizer, style), seed=seed)  # fmt: skip
         texts = [tokenizer.decode(a) for a in answers]

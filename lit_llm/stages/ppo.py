@@ -16,7 +16,7 @@ from lit_llm.data.templates import stop_ids
 from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.generation import cut_at_stop_strings, generate, padded_positions_and_mask
 from lit_llm.model import Config, RewardModel
-from lit_llm.rewards import RewardCounts, Rollouts, check_scores, import_function, load_reward_source
+from lit_llm.rewards import RewardCounts, Rollouts, check_reward_spec, check_scores, load_reward_source
 from lit_llm.rl import (
     KL_ESTIMATORS,
     adaptive_kl_coef,
@@ -157,13 +157,7 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         )  # fmt: skip
         if init_from is None:
             raise ConfigError("model.init_from is required: PPO starts the policy and its reference from a checkpoint")
-        if (reward_model is None) == (reward_function is None):
-            raise ConfigError(
-                "set exactly one of model.reward_model (a reward-model checkpoint) and model.reward_function "
-                "(e.g. lit_llm.data.tasks.verify)"
-            )
-        if isinstance(reward_function, str):
-            import_function(reward_function)  # a bad name fails now, not after the models are built
+        check_reward_spec(reward_model, reward_function)  # a bad name fails now, not after the models are built
         checks = {
             "value_model must be 'critic' or 'head'": value_model in ("critic", "head"),
             f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}": kl_estimator in KL_ESTIMATORS,
