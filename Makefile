@@ -25,22 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# The whole pipeline on built-in data (configs/pipeline/demo.yaml); a rerun skips the steps that are up to date.
 demo: setup
-	$(VENV)/bin/lit-llm prepare --config configs/data/demo.yaml
-	$(VENV)/bin/lit-llm fit --config configs/pretrain/tiny.yaml
-	$(VENV)/bin/lit-llm generate --checkpoint runs/pretrain/tiny --prompt "Once upon a time," --max_new_tokens 60 --num_samples 2
-	$(VENV)/bin/lit-llm fit --config configs/sft/tiny.yaml
-	$(VENV)/bin/lit-llm generate --checkpoint runs/sft/tiny --prompt "How many times does the letter o appear in moon?" --temperature 0
-	$(VENV)/bin/lit-llm pairs --checkpoint runs/sft/tiny --output data/pairs/train.jsonl --per_task 400 --temperature 0.7 --pairs_per_prompt 4
-	$(VENV)/bin/lit-llm pairs --checkpoint runs/sft/tiny --output data/pairs/val.jsonl --split val --per_task 50 --temperature 0.7
-	$(VENV)/bin/lit-llm fit --config configs/reward/tiny.yaml
-	$(VENV)/bin/lit-llm fit --config configs/dpo/tiny.yaml
-	$(VENV)/bin/lit-llm fit --config configs/orpo/tiny.yaml
-	$(VENV)/bin/lit-llm fit --config configs/ppo/tiny.yaml
-	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/sft/tiny,runs/ppo/tiny]' --split test --per_task 100 --temperature 0.7 --samples 2
-	$(VENV)/bin/lit-llm evaluate --checkpoints '[runs/pretrain/tiny,runs/sft/tiny,runs/dpo/tiny,runs/orpo/tiny,runs/ppo/tiny]' --split test --per_task 100
-	$(VENV)/bin/lit-llm compare --checkpoints '[runs/sft/tiny,runs/dpo/tiny,runs/orpo/tiny,runs/ppo/tiny]' --reward_model runs/reward/tiny --per_task 50 --examples 3 --output reports/compare
-	$(VENV)/bin/lit-llm report --runs '[runs/pretrain/tiny,runs/sft/tiny,runs/reward/tiny,runs/dpo/tiny,runs/orpo/tiny,runs/ppo/tiny]' --output reports/demo
+	$(VENV)/bin/lit-llm pipeline --config configs/pipeline/demo.yaml
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -27,6 +27,7 @@ commands:
   chat       talk with a checkpoint in the terminal: lit-llm chat --checkpoint runs/sft/tiny
   compare    checkpoints side by side on held-out prompts: lit-llm compare --checkpoints '[runs/sft/tiny,runs/ppo/tiny]'
   report     plots and a summary of training runs: lit-llm report --runs '[runs/pretrain/tiny,runs/sft/tiny]'
+  pipeline   every stage in order, skipping finished ones: lit-llm pipeline --config configs/pipeline/demo.yaml
 
 'lit-llm COMMAND --help' lists a command's options; 'lit-llm fit --print_config' prints a full config.
 """
@@ -198,6 +199,12 @@ def _function_command(function, prog: str, report=None):
     return run
 
 
+def pipeline_command(argv: list[str]) -> None:
+    from lit_llm.pipeline import pipeline_command
+
+    pipeline_command(argv)
+
+
 COMMANDS = {
     "generate": _function_command(generate, "lit-llm generate"),
     "prepare": prepare_command,
@@ -206,6 +213,7 @@ COMMANDS = {
     "chat": _function_command(chat, "lit-llm chat"),
     "compare": _function_command(compare_checkpoints, "lit-llm compare", report=lambda path: print(path.read_text())),
     "report": _function_command(write_report, "lit-llm report", report=lambda path: print(f"wrote {path}")),
+    "pipeline": pipeline_command,
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from lit_llm.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("strategy", "data"))
+STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("strategy", "data", "pipeline"))
 DATA_CONFIGS = sorted((CONFIGS / "data").glob("*.yaml"))
 STRATEGY_CONFIGS = sorted((CONFIGS / "strategy").glob("*.yaml"))
 

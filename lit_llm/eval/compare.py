@@ -108,6 +108,7 @@ def compare_checkpoints(
     seed: int = 0,
     examples: int = 5,
     output: str = "reports/compare",
+    progress: bool = True,
 ) -> Path:
     """Answer the same prompts with every checkpoint and write compare.md, compare.json and compare.png to `output`.
 
@@ -124,7 +125,10 @@ def compare_checkpoints(
         seed: seed of the sampling.
         examples: prompts shown with every model's answer side by side.
         output: folder to write the report to.
+        progress: show a progress bar over the checkpoints.
     """
+    from tqdm import tqdm
+
     from lit_llm.checkpoint import load_model, meta_tokenizer
     from lit_llm.data.tasks import TASKS, task_records
     from lit_llm.data.templates import load_style, prompt_ids, stop_ids
@@ -148,7 +152,7 @@ def compare_checkpoints(
         scorer = load_reward_model(reward_model)
     results: dict[str, ModelResult] = {}
     models: dict[str, tuple[Any, list[list[int]], list[list[int]], Any]] = {}
-    for path in checkpoints:
+    for path in tqdm(checkpoints, desc="answering", unit="model", leave=False, disable=not progress):
         model, meta = load_model(path)
         if meta.get("stage") == "reward":
             raise CheckpointError(f"{path} is a reward-model checkpoint; compare answers of policies (pass it as "

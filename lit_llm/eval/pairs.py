@@ -52,23 +52,26 @@ def sample_pairs(
     batch_size: int = 64,
     seed: int = 0,
     pairs_per_prompt: int = 1,
+    progress: bool = False,
 ) -> tuple[list[dict[str, str]], PairStats]:
     """{prompt, chosen, rejected, task} pairs for task records (`task_records`) from `samples` sampled answers: one
     per distinct wrong answer, up to `pairs_per_prompt`, each against a correct sample (in turn) or the reference
     answer; a prompt the model always got right gets one pair against a synthetic mistake."""
+    from tqdm import tqdm
+
     from lit_llm.generation import generate_responses
 
     conversations = [[{"role": "user", "content": r["instruction"]}] for r in records]
     answers: list[list[str]] = [[] for _ in records]
-    for k in range(samples):
-        for start in range(0, len(records), batch_size):
-            batch = conversations[start : start + batch_size]
-            outs = generate_responses(
-                model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_k=None, seed=seed + 1000 * k + start,
-            )  # fmt: skip
-            for i, text in enumerate(outs):
-                answers[start + i].append(text)
+    batches = [(k, start) for k in range(samples) for start in range(0, len(records), batch_size)]
+    for k, start in tqdm(batches, desc="sampling answers", unit="batch", leave=False, disable=not progress):
+        batch = conversations[start : start + batch_size]
+        outs = generate_responses(
+            model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_k=None, seed=seed + 1000 * k + start,
+        )  # fmt: skip
+        for i, text in enumerate(outs):
+            answers[start + i].append(text)
     stats, pairs = PairStats(), []
     rng = random.Random(seed)
     for record, sampled in zip(records, answers):
@@ -110,6 +113,7 @@ def write_pairs(
     seed: int = 0,
     device: str = "auto",
     pairs_per_prompt: int = 1,
+    progress: bool = True,
 ) -> PairStats:
     """Write preference pairs on the built-in tasks from a checkpoint's own answers: for each prompt, sample answers
     in the checkpoint's prompt style, verify them, and pair a correct one (else the reference answer) with a wrong
@@ -128,6 +132,7 @@ def write_pairs(
         seed: seed of the prompts and of the sampler.
         device: "auto", "cpu" or "cuda".
         pairs_per_prompt: most pairs per prompt, one per distinct wrong answer sampled.
+        progress: show a progress bar over the sampling batches.
     """
     import torch
 
@@ -143,7 +148,7 @@ def write_pairs(
     records = task_records(split, tasks, per_task=per_task, seed=seed)
     pairs, stats = sample_pairs(
         model.to(device), tokenizer, style, records, samples, temperature, max_new_tokens, batch_size, seed,
-        pairs_per_prompt,
+        pairs_per_prompt, progress,
     )
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
