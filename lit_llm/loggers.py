@@ -58,6 +58,9 @@ class WandbLogger(_LightningWandbLogger):
         if offline is None:
             mode = os.environ.get("WANDB_MODE")
             offline = mode in ("offline", "dryrun") if mode else not wandb_api_key_configured()
+        # Absolute: W&B's service process is shared by every run of this process and resolves relative paths
+        # against its own working directory, which is not ours after a chdir (notebooks, pipelines, tests).
+        save_dir = str(Path(save_dir).resolve())
         super().__init__(
             project=project, name=name, group=group, save_dir=save_dir, offline=offline, log_model=log_model,
             tags=tags, **kwargs,

@@ -27,6 +27,12 @@ def test_offline_unless_an_api_key_is_configured(monkeypatch, tmp_path):
     assert WandbLogger(save_dir=str(tmp_path))._offline
 
 
+def test_save_dir_is_made_absolute(monkeypatch, tmp_path):
+    # W&B's service process outlives a chdir and would resolve a relative folder against its own cwd.
+    monkeypatch.chdir(tmp_path)
+    assert WandbLogger(save_dir="runs/sft").save_dir == str(tmp_path / "runs" / "sft")
+
+
 def test_an_offline_run_records_metrics_config_and_checkpoint(base_checkpoint, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("WANDB_SILENT", "true")
     wandb = WandbLogger(project="lit_llm_test", name="sft-run", group="pipeline-1", save_dir=str(tmp_path),
