@@ -28,6 +28,8 @@ commands:
   compare    checkpoints side by side on held-out prompts: lit-llm compare --checkpoints '[runs/sft/tiny,runs/ppo/tiny]'
   report     plots and a summary of training runs: lit-llm report --runs '[runs/pretrain/tiny,runs/sft/tiny]'
   pipeline   every stage in order, skipping finished ones: lit-llm pipeline --config configs/pipeline/demo.yaml
+  import     a local Hugging Face checkpoint to lit_llm: lit-llm import --from HF_DIR --to checkpoints/NAME
+  export     a checkpoint to a Hugging Face folder: lit-llm export --checkpoint runs/sft/tiny --to hf/sft-tiny
 
 'lit-llm COMMAND --help' lists a command's options; 'lit-llm fit --print_config' prints a full config.
 """
@@ -205,6 +207,37 @@ def pipeline_command(argv: list[str]) -> None:
     pipeline_command(argv)
 
 
+def import_command(argv: list[str]) -> None:
+    """`lit-llm import --from HF_DIR --to DIR [--dtype bfloat16]`."""
+    from jsonargparse import ArgumentParser
+
+    from lit_llm.convert.hf import import_hf
+
+    parser = ArgumentParser(prog="lit-llm import", exit_on_error=False,
+                            description="Convert a local Hugging Face checkpoint folder (Llama, Mistral, Qwen2, "
+                                        "SmolLM, GPT-2) into a lit_llm checkpoint DIR/last.ckpt for init_from.")
+    parser.add_argument("--from", dest="source", type=str, required=True, help="the Hugging Face folder")
+    parser.add_argument("--to", dest="output", type=str, required=True, help="folder to write last.ckpt to")
+    parser.add_argument("--dtype", type=str | None, default=None, help="cast the weights (float32, bfloat16, ...)")
+    args = parser.parse_args(argv)
+    print(f"wrote {import_hf(args.source, args.output, args.dtype)}")
+
+
+def export_command(argv: list[str]) -> None:
+    """`lit-llm export --checkpoint PATH --to HF_DIR`."""
+    from jsonargparse import ArgumentParser
+
+    from lit_llm.convert.hf import export_hf
+
+    parser = ArgumentParser(prog="lit-llm export", exit_on_error=False,
+                            description="Write a lit_llm checkpoint as a Hugging Face folder that transformers' "
+                                        "AutoModelForCausalLM and AutoTokenizer load.")
+    parser.add_argument("--checkpoint", type=str, required=True, help="a .ckpt file or run folder")
+    parser.add_argument("--to", dest="output", type=str, required=True, help="the folder to write")
+    args = parser.parse_args(argv)
+    print(f"wrote {export_hf(args.checkpoint, args.output)}")
+
+
 COMMANDS = {
     "generate": _function_command(generate, "lit-llm generate"),
     "prepare": prepare_command,
@@ -214,6 +247,8 @@ COMMANDS = {
     "compare": _function_command(compare_checkpoints, "lit-llm compare", report=lambda path: print(path.read_text())),
     "report": _function_command(write_report, "lit-llm report", report=lambda path: print(f"wrote {path}")),
     "pipeline": pipeline_command,
+    "import": import_command,
+    "export": export_command,
 }
 
 

@@ -42,6 +42,7 @@ class Config:
     mlp: Literal["swiglu", "gelu"] = "swiglu"
     gelu_approximate: Literal["none", "tanh"] = "none"
     bias: bool = False
+    qkv_bias: bool = False  # a bias on the query/key/value projection even when `bias` is off (Qwen2)
     tie_embeddings: bool = False
     dropout: float = 0.0
     init_std: float = 0.02
@@ -180,7 +181,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.config = config
         hs, groups = config.head_size, config.n_query_groups
-        self.qkv = nn.Linear(config.n_embd, (config.n_head + 2 * groups) * hs, bias=config.bias)
+        self.qkv = nn.Linear(config.n_embd, (config.n_head + 2 * groups) * hs, bias=config.bias or config.qkv_bias)
         self.proj = nn.Linear(config.n_head * hs, config.n_embd, bias=config.bias)
         self.kv_cache: KVCache | None = None
 
