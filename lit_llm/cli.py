@@ -211,7 +211,7 @@ def import_command(argv: list[str]) -> None:
     """`lit-llm import --from HF_DIR --to DIR [--dtype bfloat16]`."""
     from jsonargparse import ArgumentParser
 
-    from lit_llm.convert.hf import import_hf
+    from lit_llm.convert.hf import download, import_hf
 
     parser = ArgumentParser(prog="lit-llm import", exit_on_error=False,
                             description="Convert a local Hugging Face checkpoint folder (Llama, Mistral, Qwen2, "
@@ -219,8 +219,11 @@ def import_command(argv: list[str]) -> None:
     parser.add_argument("--from", dest="source", type=str, required=True, help="the Hugging Face folder")
     parser.add_argument("--to", dest="output", type=str, required=True, help="folder to write last.ckpt to")
     parser.add_argument("--dtype", type=str | None, default=None, help="cast the weights (float32, bfloat16, ...)")
+    parser.add_argument("--hub", type=bool, default=False,
+                        help="--from is a Hugging Face Hub repository id to download (the only network access)")
     args = parser.parse_args(argv)
-    print(f"wrote {import_hf(args.source, args.output, args.dtype)}")
+    source = download(args.source) if args.hub else args.source
+    print(f"wrote {import_hf(source, args.output, args.dtype)}")
 
 
 def export_command(argv: list[str]) -> None:

@@ -175,3 +175,20 @@ def test_cli_import_export(tokenizer, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'lit' / 'last.ckpt'}" in out and f"wrote {tmp_path / 'out'}" in out
     assert transformers.AutoConfig.from_pretrained(tmp_path / "out").model_type == "gpt2"
+
+
+def test_hub_download_only_when_asked(tokenizer, tmp_path, monkeypatch, capsys):
+    folder = _save(_hf_model("smollm"), tokenizer, tmp_path / "hf")
+    asked = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        asked.append((repo_id, allow_patterns))
+        return str(folder)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
+    with pytest.raises(SystemExit):  # without --hub the id is a (missing) local folder, never a download
+        main(["import", "--from", "HuggingFaceTB/SmolLM-135M", "--to", str(tmp_path / "lit")])
+    assert asked == [] and "is not a folder" in capsys.readouterr().err
+    main(["import", "--from", "HuggingFaceTB/SmolLM-135M", "--to", str(tmp_path / "lit"), "--hub", "true"])
+    assert asked[0][0] == "HuggingFaceTB/SmolLM-135M" and "config.json" in asked[0][1]
+    assert (tmp_path / "lit" / "last.ckpt").is_file()

@@ -99,6 +99,15 @@ def _split_sizes(part: Part, config: Config) -> list[int]:
     return [config.intermediate_size] * len(part.theirs)
 
 
+def download(repo_id: str, revision: str | None = None) -> Path:
+    """The files import needs from a Hugging Face Hub repository, through `huggingface_hub`'s cache. Only called
+    when asked for explicitly (`lit-llm import --hub true`): nothing else in lit_llm goes to the network."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json"]
+    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+
+
 def import_hf(source: str | Path, output: str | Path, dtype: str | None = None) -> Path:
     """Convert a local Hugging Face checkpoint folder into a lit_llm checkpoint `output`/last.ckpt, which every
     stage's `init_from` accepts. `dtype` ("float32", "bfloat16", ...) casts the weights; None keeps theirs."""
