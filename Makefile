@@ -40,6 +40,7 @@ bench: setup
 	$(PY) benchmarks/generation_kv_cache.py
 	$(PY) benchmarks/ppo_step.py
 	$(PY) benchmarks/hf_convert.py
+	$(PY) benchmarks/lora_step.py
 
 clean:
 	rm -rf $(VENV) runs data/pretrain data/demo data/pairs lightning_logs reports

@@ -7,6 +7,7 @@ next stage.
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -64,12 +65,66 @@ def submodule_state(state_dict: dict[str, torch.Tensor], prefix: str = "model.")
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GPT, dict[str, Any]]:
-    """The GPT stored in a lit_llm checkpoint, in eval mode, and the checkpoint's metadata."""
+    """The GPT stored in a lit_llm checkpoint, in eval mode, and the checkpoint's metadata.
+
+    A LoRA checkpoint (adapters only) is rebuilt on its base checkpoint and returned merged: a plain GPT."""
     ckpt = load_checkpoint(path, map_location=map_location)
     meta = checkpoint_meta(ckpt, path)
     model = GPT(Config.from_dict(meta["model_config"]))
-    load_weights(model, submodule_state(ckpt["state_dict"]), source=path)
+    load_weights(model, model_state(ckpt, path, map_location=map_location), source=path)
     return model.eval(), meta
+
+
+def model_state(
+    ckpt: dict[str, Any], path: str | Path, map_location: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The full weights of a checkpoint's model (its `model.` entries, without the prefix). For a LoRA checkpoint,
+    which stores only the adapters and other trained tensors, the base checkpoint named in its metadata is loaded
+    (itself possibly LoRA), the adapters are applied and merged, and the merged weights are returned."""
+    meta = checkpoint_meta(ckpt, path)
+    state = submodule_state(ckpt["state_dict"])
+    lora = meta.get("lora")
+    if not lora:
+        return state
+    from lit_llm.lora import apply_lora, merge_lora, state_fingerprint
+    from lit_llm.model import RewardModel
+
+    base_path = meta.get("lora_base")
+    if not base_path:
+        raise CheckpointError(f"{path} is a LoRA checkpoint without the path of its base checkpoint ('lora_base')")
+    given = meta.get("lora_base_given")
+    if given and not Path(base_path).exists() and Path(given).exists():
+        base_path = given  # the runs folder moved: the path as written in the config, from the working directory
+    try:
+        base_ckpt = load_checkpoint(base_path, map_location=map_location)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path} holds LoRA adapters only; its base checkpoint is unreadable: {exc}") from None
+    base_state = model_state(base_ckpt, base_path, map_location=map_location)
+    expected = meta.get("lora_base_fingerprint")
+    if expected is not None and not math.isclose(state_fingerprint(base_state), expected, rel_tol=1e-6):
+        raise CheckpointError(
+            f"{path} holds LoRA adapters trained on {base_path}, but that checkpoint's weights have changed since"
+        )
+    config = Config.from_dict(meta["model_config"])
+    reward = meta.get("stage") == "reward"
+    model = RewardModel(config) if reward else GPT(config)
+    if reward:
+        try:
+            model.load_language_model(base_state)
+        except ValueError as exc:
+            raise CheckpointError(f"{base_path}: {exc}") from None
+    else:
+        load_weights(model, base_state, source=base_path)
+    apply_lora(model, lora, trainable=("score_head",) if reward else ())
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing_adapters = [k for k in missing if k.endswith((".lora_A", ".lora_B"))]
+    if unexpected or missing_adapters:
+        raise CheckpointError(
+            f"{path}: LoRA weights do not match the model (missing: {missing_adapters[:5]}, "
+            f"unexpected: {unexpected[:5]})"
+        )
+    merge_lora(model)
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:

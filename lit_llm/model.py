@@ -8,7 +8,7 @@ and GPT-2-style (learned positions, LayerNorm, GELU, biases, tied embeddings).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lit_llm.errors import ConfigError
+from lit_llm.errors import ConfigError, from_known_keys
 
 
 @dataclass
@@ -79,12 +79,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], **overrides: Any) -> Config:
-        known = {f.name for f in fields(cls)}
-        merged = {**values, **overrides}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; valid keys: {', '.join(sorted(known))}")
-        return cls(**merged)
+        return from_known_keys(cls, {**values, **overrides}, "model config")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

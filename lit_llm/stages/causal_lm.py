@@ -8,10 +8,18 @@ import torch
 from lightning.fabric.utilities.throughput import measure_flops
 from lightning.pytorch import LightningModule
 
-from lit_llm.checkpoint import META_KEY, checkpoint_meta, load_checkpoint, load_weights, submodule_state
+from lit_llm.checkpoint import (
+    META_KEY,
+    checkpoint_meta,
+    load_checkpoint,
+    load_weights,
+    model_state,
+    resolve_checkpoint_path,
+)
 from lit_llm.data.templates import PromptStyle, style_to_dict
 from lit_llm.data.tokenizer import Tokenizer
 from lit_llm.errors import ConfigError
+from lit_llm.lora import LoRAConfig, apply_lora, frozen_parameter_names, state_fingerprint
 from lit_llm.losses import next_token_loss, prefix_lm_targets
 from lit_llm.metrics import LanguageModelMetrics
 from lit_llm.model import GPT, Config
@@ -34,9 +42,14 @@ class CausalLM(LightningModule):
         prefix_length: positions at the start of each window that carry no loss (prefix-LM); 0 = all.
         init_from: a lit_llm checkpoint (file or run folder) whose weights and model config to start from.
         compile: compile the model with torch.compile.
+        lora: low-rank adapters instead of full fine-tuning, e.g. {r: 8, alpha: 16, dropout: 0.05, targets: [qkv,
+            attn_proj]} (targets among qkv, attn_proj, fc, mlp_proj, lm_head); needs `init_from`. Only the adapters
+            (and any new head) train and are saved; the checkpoint names its base, `init_from`.
     """
 
     stage_name = "causal_lm"
+    # Parameters (name prefixes inside `self.model`) that stay trainable beside LoRA adapters.
+    lora_trainable: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -52,11 +65,15 @@ class CausalLM(LightningModule):
         prefix_length: int = 0,
         init_from: str | None = None,
         compile: bool = False,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if min_lr > learning_rate:
             raise ConfigError(f"model.min_lr ({min_lr}) is above model.learning_rate ({learning_rate})")
+        self.lora_config = LoRAConfig.from_dict(lora) if lora is not None else None
+        if self.lora_config is not None and not init_from:
+            raise ConfigError("model.lora needs model.init_from: adapters train on top of a checkpoint's weights")
         # Built now so a bad preset name or config key fails before any data is touched.
         self.config = Config.from_name(model, **(model_config or {}))
         if vocab_size is not None:
@@ -67,6 +84,7 @@ class CausalLM(LightningModule):
         self.prompt_style: PromptStyle | None = None
         self.val_metrics: LanguageModelMetrics | None = None
         self._init_state: dict[str, torch.Tensor] | None = None
+        self._base_fingerprint: float | None = None  # with LoRA: checksum of the init_from weights
         # Read by ThroughputMonitor for FLOP/s and MFU; measured in on_fit_start.
         self.flops_per_batch: int | None = None
 
@@ -81,7 +99,9 @@ class CausalLM(LightningModule):
             ckpt = load_checkpoint(hp.init_from)
             meta = checkpoint_meta(ckpt, hp.init_from)
             self.config = Config.from_dict(meta["model_config"], **(hp.model_config or {}))
-            self._init_state = submodule_state(ckpt["state_dict"])
+            self._init_state = model_state(ckpt, hp.init_from)
+            if self.lora_config is not None:
+                self._base_fingerprint = state_fingerprint(self._init_state)
             if meta.get("tokenizer"):
                 self.tokenizer = Tokenizer(json_str=meta["tokenizer"])
         if dm is not None and getattr(dm, "tokenizer", None) is not None:
@@ -110,8 +130,12 @@ class CausalLM(LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
+        if self.lora_config is not None and self._sharded():
+            raise ConfigError("model.lora runs on one device or with DDP; LoRA under FSDP is not supported")
         self.model = self._build_model(self._fsdp_wrap())
         self._init_state = None
+        if self.lora_config is not None:
+            apply_lora(self.model, self.lora_config, trainable=self.lora_trainable)
         if self.hparams.compile:
             self.model.compile()
 
@@ -142,7 +166,8 @@ class CausalLM(LightningModule):
         optimizer = build_adamw(self._trained(), hp.learning_rate, hp.weight_decay, tuple(hp.betas))
         decay = hp.lr_decay_steps
         if decay is None:
-            decay = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
+            trainer = self.trainer
+            decay = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         scheduler = warmup_cosine_scheduler(optimizer, hp.learning_rate, hp.min_lr, hp.warmup_steps, decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -222,3 +247,22 @@ class CausalLM(LightningModule):
         }
         if self.prompt_style is not None:
             checkpoint[META_KEY]["prompt_style"] = style_to_dict(self.prompt_style)
+        if self.lora_config is not None:
+            # Adapters only: the frozen base weights are the `init_from` checkpoint's, named here.
+            checkpoint[META_KEY]["lora"] = self.lora_config.to_dict()
+            checkpoint[META_KEY]["lora_base"] = str(resolve_checkpoint_path(self.hparams.init_from).resolve())
+            checkpoint[META_KEY]["lora_base_given"] = str(self.hparams.init_from)
+            checkpoint[META_KEY]["lora_base_fingerprint"] = self._base_fingerprint
+            state = checkpoint["state_dict"]
+            for key in frozen_parameter_names(self):
+                state.pop(key, None)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.lora_config is not None and self.model is not None:
+            # A LoRA checkpoint leaves out the frozen base weights: the live ones, rebuilt from init_from, fill in.
+            state = checkpoint["state_dict"]
+            live = self.state_dict()
+            for key in frozen_parameter_names(self):
+                if key not in state and key in live:
+                    state[key] = live[key]

@@ -46,6 +46,8 @@ class DPOModule(FrozenReference, PreferenceModule):
         sample_generations: how many of those answers are printed and logged as text.
         max_new_tokens: longest generated answer.
         compile: compile the policy with torch.compile.
+        lora: low-rank adapters instead of full fine-tuning ({r, alpha, dropout, targets}); see `CausalLM`. The
+            reference is then the policy with its adapters disabled: no second copy is held.
     """
 
     stage_name = "dpo"
@@ -69,12 +71,13 @@ class DPOModule(FrozenReference, PreferenceModule):
         sample_generations: int = 4,
         max_new_tokens: int = 32,
         compile: bool = False,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             init_from=init_from, model_config=model_config, learning_rate=learning_rate, min_lr=min_lr,
             warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, betas=betas,
             eval_generations=eval_generations, sample_generations=sample_generations, max_new_tokens=max_new_tokens,
-            compile=compile,
+            compile=compile, lora=lora,
         )  # fmt: skip
         if init_from is None:
             raise ConfigError("model.init_from is required: DPO starts the policy and its reference from a checkpoint")
@@ -93,7 +96,8 @@ class DPOModule(FrozenReference, PreferenceModule):
 
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
-        out = side_outputs(self.reference(batch["input_ids"]), batch["targets"])
+        with self.reference_network() as reference:
+            out = side_outputs(reference(batch["input_ids"]), batch["targets"])
         return out.mean_logps if self._average else out.logps
 
     def on_fit_start(self) -> None:
@@ -126,7 +130,7 @@ class DPOModule(FrozenReference, PreferenceModule):
         for r in range(world):
             for j, i in enumerate(range(r, len(pairs), world)):
                 pairs[i].reference_logps = (float(gathered[r, j, 0]), float(gathered[r, j, 1]))
-        self.reference = None
+        self.free_reference()
 
     # ---- the loss ---------------------------------------------------------------------------------
 
@@ -134,7 +138,7 @@ class DPOModule(FrozenReference, PreferenceModule):
         h = out.half
         if "reference_logps" in batch:
             reference = batch["reference_logps"]
-        elif self.reference is not None:
+        elif self.has_reference():
             reference = self._reference_logps(batch)
         else:
             raise RuntimeError("no reference log-probs: the batch has none and the reference model was freed")

@@ -35,6 +35,7 @@ class ORPOModule(PreferenceModule):
         sample_generations: how many of those answers are printed and logged as text.
         max_new_tokens: longest generated answer.
         compile: compile the model with torch.compile.
+        lora: low-rank adapters instead of full fine-tuning ({r, alpha, dropout, targets}); see `CausalLM`.
     """
 
     stage_name = "orpo"
@@ -55,12 +56,13 @@ class ORPOModule(PreferenceModule):
         sample_generations: int = 4,
         max_new_tokens: int = 32,
         compile: bool = False,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             init_from=init_from, model=model, model_config=model_config, learning_rate=learning_rate, min_lr=min_lr,
             warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, betas=betas,
             eval_generations=eval_generations, sample_generations=sample_generations, max_new_tokens=max_new_tokens,
-            compile=compile,
+            compile=compile, lora=lora,
         )  # fmt: skip
         if beta < 0:
             raise ConfigError(f"model.beta must be >= 0, got {beta}")

@@ -11,10 +11,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, submodule_state
+from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, model_state
 from lit_llm.data.templates import stop_ids
 from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.generation import cut_at_stop_strings, generate, padded_positions_and_mask
+from lit_llm.lora import apply_lora
 from lit_llm.model import Config, RewardModel
 from lit_llm.rewards import RewardCounts, Rollouts, check_reward_spec, check_scores, load_reward_source
 from lit_llm.rl import (
@@ -102,6 +103,9 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         samples_every_n_steps: rollout batches between two sample tables.
         sampling_seed: seed of the sampling and of the minibatch order (with the step and rank, so runs resume exactly).
         compile: compile the policy with torch.compile.
+        lora: low-rank adapters instead of full fine-tuning ({r, alpha, dropout, targets}, see `CausalLM`) on the
+            policy and the critic (whose value head trains in full); the reference is the policy with its adapters
+            disabled, so no copy is held.
     """
 
     stage_name = "ppo"
@@ -149,11 +153,12 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         samples_every_n_steps: int = 10,
         sampling_seed: int = 0,
         compile: bool = False,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             model_config=model_config, learning_rate=learning_rate, min_lr=min_lr, warmup_steps=warmup_steps,
             lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, betas=betas, init_from=init_from,
-            compile=compile,
+            compile=compile, lora=lora,
         )  # fmt: skip
         if init_from is None:
             raise ConfigError("model.init_from is required: PPO starts the policy and its reference from a checkpoint")
@@ -245,12 +250,14 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
             meta = checkpoint_meta(ckpt, path)
             if self.tokenizer is not None and meta.get("tokenizer") not in (None, self.tokenizer.to_json()):
                 raise CheckpointError(f"critic checkpoint {path} uses a different tokenizer than the policy")
-            config, state = Config.from_dict(meta["model_config"]), submodule_state(ckpt["state_dict"])
+            config, state = Config.from_dict(meta["model_config"]), model_state(ckpt, path)
         critic = RewardModel(config)
         try:
             critic.load_language_model(state)
         except ValueError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
+        if self.lora_config is not None:  # the critic gets its own adapters; its value head trains in full
+            apply_lora(critic, self.lora_config, trainable=("score_head",))
         return critic
 
     def _trained(self) -> nn.Module:
@@ -326,7 +333,8 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         for rows in torch.arange(ids.size(0), device=self.device).split(hp.forward_batch_size):
             lp, logits, v = self._response_outputs(self.model, ids[rows], valid[rows], P, values=True)
             logps.append(lp), values.append(v), entropy.append(entropy_from_logits(logits))
-            ref_logps.append(self._response_outputs(self.reference, ids[rows], valid[rows], P)[0])
+            with self.reference_network() as reference:
+                ref_logps.append(self._response_outputs(reference, ids[rows], valid[rows], P)[0])
         self._trained().train(was_training)
         logps, ref_logps, values, entropy = (torch.cat(x) for x in (logps, ref_logps, values, entropy))
 

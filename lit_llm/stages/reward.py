@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from lit_llm.checkpoint import META_KEY, checkpoint_meta, load_checkpoint, meta_tokenizer, submodule_state
+from lit_llm.checkpoint import META_KEY, checkpoint_meta, load_checkpoint, meta_tokenizer, model_state
 from lit_llm.data.templates import encode_parts, load_style
 from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.losses import bradley_terry_loss
@@ -37,9 +37,12 @@ class RewardModule(CausalLM):
         normalize: store the mean and standard deviation of the validation rewards in the checkpoint, so that
             `score` (used by PPO and evaluation) returns rewards with mean 0 and deviation 1 on them.
         compile: compile the model with torch.compile.
+        lora: low-rank adapters on the backbone ({r, alpha, dropout, targets}, see `CausalLM`); the scalar head
+            trains in full.
     """
 
     stage_name = "reward"
+    lora_trainable = ("score_head",)
 
     def __init__(
         self,
@@ -55,11 +58,12 @@ class RewardModule(CausalLM):
         center_coef: float = 0.0,
         normalize: bool = True,
         compile: bool = False,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             model=model, model_config=model_config, learning_rate=learning_rate, min_lr=min_lr,
             warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, betas=betas,
-            init_from=init_from, compile=compile,
+            init_from=init_from, compile=compile, lora=lora,
         )  # fmt: skip
         if center_coef < 0:
             raise ConfigError(f"model.center_coef must be >= 0, got {center_coef}")
@@ -182,6 +186,7 @@ class RewardModule(CausalLM):
             checkpoint[META_KEY]["reward_normalization"] = {"mean": mean, "std": std}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         stored = checkpoint.get(META_KEY, {}).get("reward_normalization")
         if stored:
             self.normalization = (float(stored["mean"]), float(stored["std"]))
@@ -197,7 +202,7 @@ def load_reward_model(path: str | Path, map_location: str | torch.device = "cpu"
     module.config = Config.from_dict(meta["model_config"])
     module.model = RewardModel(module.config)
     try:
-        module.model.load_state_dict(submodule_state(ckpt["state_dict"]))
+        module.model.load_state_dict(model_state(ckpt, path, map_location=map_location))
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the reward model: {str(exc).splitlines()[0]}") from None
     module.tokenizer = meta_tokenizer(meta, path)

@@ -32,6 +32,7 @@ class SFTModule(CausalLM):
         sample_generations: how many of those answers are printed and logged as text.
         max_new_tokens: longest generated answer.
         compile: compile the model with torch.compile.
+        lora: low-rank adapters instead of full fine-tuning ({r, alpha, dropout, targets}); see `CausalLM`.
     """
 
     stage_name = "sft"
@@ -51,6 +52,7 @@ class SFTModule(CausalLM):
         sample_generations: int = 4,
         max_new_tokens: int = 32,
         compile: bool = False,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             model=model,
@@ -63,6 +65,7 @@ class SFTModule(CausalLM):
             betas=betas,
             init_from=init_from,
             compile=compile,
+            lora=lora,
         )
         if eval_generations < 0 or sample_generations < 0 or max_new_tokens < 1:
             raise ConfigError("model.eval_generations and sample_generations must be >= 0, max_new_tokens >= 1")
