@@ -225,6 +225,14 @@ def test_lora_sft_trains_only_adapters_saves_them_alone_loads_merged_and_resumes
     with torch.no_grad():
         torch.testing.assert_close(merged(x), stacked.model.eval()(x), rtol=1e-5, atol=1e-5)
 
+    # Export merges the adapters: transformers computes the trained LoRA module's logits from the folder.
+    from lit_llm.convert.hf import export_hf
+
+    transformers = pytest.importorskip("transformers")
+    exported = transformers.AutoModelForCausalLM.from_pretrained(export_hf(path, tmp_path / "hf")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x).logits, module.model(x), rtol=1e-5, atol=1e-5)
+
 
 # ---- DPO --------------------------------------------------------------------------------------------------
 
