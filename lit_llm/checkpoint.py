@@ -70,6 +70,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     A LoRA checkpoint (adapters only) is rebuilt on its base checkpoint and returned merged: a plain GPT."""
     ckpt = load_checkpoint(path, map_location=map_location)
     meta = checkpoint_meta(ckpt, path)
+    if meta.get("stage") == "reward":
+        raise CheckpointError(f"{path} is a reward-model checkpoint (a scalar score head, no language-model head): "
+                              "load it with lit_llm.stages.reward.load_reward_model, or pass it as a reward model")
     model = GPT(Config.from_dict(meta["model_config"]))
     load_weights(model, model_state(ckpt, path, map_location=map_location), source=path)
     return model.eval(), meta

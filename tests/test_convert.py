@@ -192,3 +192,12 @@ def test_hub_download_only_when_asked(tokenizer, tmp_path, monkeypatch, capsys):
     main(["import", "--from", "HuggingFaceTB/SmolLM-135M", "--to", str(tmp_path / "lit"), "--hub", "true"])
     assert asked[0][0] == "HuggingFaceTB/SmolLM-135M" and "config.json" in asked[0][1]
     assert (tmp_path / "lit" / "last.ckpt").is_file()
+
+
+def test_export_refuses_a_reward_model_checkpoint(tmp_path, tokenizer):
+    ckpt = import_hf(_save(_hf_model("llama"), tokenizer, tmp_path / "hf"), tmp_path / "lit")
+    data = torch.load(ckpt, weights_only=True)
+    data["lit_llm"]["stage"] = "reward"
+    torch.save(data, tmp_path / "reward.ckpt")
+    with pytest.raises(LitLLMError, match="reward.ckpt is a reward-model checkpoint"):
+        export_hf(tmp_path / "reward.ckpt", tmp_path / "out")
