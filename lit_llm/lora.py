@@ -142,7 +142,7 @@ def apply_lora(model: nn.Module, config: LoRAConfig | dict[str, Any], trainable:
     """Wrap the target layers of `model` in place and freeze every parameter but the adapters and those whose
     names start with one of `trainable` (e.g. a reward model's `score_head`). Returns `model`."""
     config = LoRAConfig.from_dict(config)
-    if any(isinstance(m, LoRALinear) for m in model.modules()):
+    if has_lora(model):
         raise ValueError("the model already has LoRA adapters")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -166,12 +166,6 @@ def has_lora(model: nn.Module) -> bool:
 def lora_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights of `module` (keys ending in .lora_A / .lora_B)."""
     return {k: v for k, v in module.state_dict().items() if is_lora_key(k)}
-
-
-def trainable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The entries of `module.state_dict()` that a LoRA run has to save: everything but frozen parameters."""
-    frozen = frozen_parameter_names(module)
-    return {k: v for k, v in module.state_dict().items() if k not in frozen}
 
 
 def frozen_parameter_names(module: nn.Module) -> set[str]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lit_llm.data.steps import fingerprint
+from lit_llm.data.steps import file_digest, fingerprint
 from lit_llm.errors import ConfigError, LitLLMError
 
 STEP_KEYS = {"name", "command", "config", "args", "needs", "outputs", "inputs"}
@@ -63,7 +63,7 @@ class Pipeline:
 def _commands() -> set[str]:
     from lit_llm.cli import COMMANDS, TRAINER_COMMANDS
 
-    return set(COMMANDS) | set(TRAINER_COMMANDS) - {"pipeline"}
+    return (set(COMMANDS) | set(TRAINER_COMMANDS)) - {"pipeline"}
 
 
 def load_pipeline(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Pipeline:
@@ -131,16 +131,8 @@ def step_fingerprint(step: Step, tokens: dict[str, str | None]) -> str | None:
 
 def _file_digest(path: Path) -> str | None:
     if path.is_dir():
-        return fingerprint(sorted((str(p.relative_to(path)), _file_digest(p)) for p in path.rglob("*") if p.is_file()))
-    if not path.is_file():
-        return None
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+        return fingerprint(sorted((str(p.relative_to(path)), file_digest(p)) for p in path.rglob("*") if p.is_file()))
+    return file_digest(path)
 
 
 def _why_run(step: Step, record: dict | None, current: str | None, force: bool) -> str | None:
@@ -193,9 +185,8 @@ def run_pipeline(pipeline: Pipeline, force: bool = False, dry_run: bool = False)
         if missing:
             raise LitLLMError(f"pipeline step {step.name!r} finished without writing {missing[0]} "
                               f"(declared in `outputs` of {pipeline.path})")
-        fingerprint_now = step_fingerprint(step, tokens)
-        tokens[step.name] = fingerprint(fingerprint_now, time.time())
-        state[step.name] = {"fingerprint": fingerprint_now, "token": tokens[step.name], "seconds": round(seconds, 1)}
+        tokens[step.name] = fingerprint(current, time.time())
+        state[step.name] = {"fingerprint": current, "token": tokens[step.name], "seconds": round(seconds, 1)}
         _write_state(pipeline.state, state)
         rows.append({"step": step.name, "status": "ran", "seconds": seconds})
     return rows

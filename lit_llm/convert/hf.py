@@ -43,21 +43,13 @@ class _Weights:
         found = [name for name in WEIGHT_FILES if (folder / name).is_file()]
         if not found:
             raise CheckpointError(f"{folder}: no weights ({' or '.join(WEIGHT_FILES)})")
-        name = found[0]
-        if name.endswith(".index.json"):
-            self.where = {k: folder / v for k, v in _read_json(folder / name).get("weight_map", {}).items()}
-        else:
-            self.where = {key: folder / name for key in self._keys(folder / name)}
+        path = folder / found[0]
         self._open: dict[Path, Any] = {}
-
-    @staticmethod
-    def _keys(path: Path) -> list[str]:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                return list(f.keys())
-        return list(_load_bin(path))
+        if path.name.endswith(".index.json"):
+            self.where = {k: folder / v for k, v in _read_json(path).get("weight_map", {}).items()}
+        else:  # one file: open it once, for its names and then its tensors
+            self._open = {path: _open_file(path)}
+            self.where = {key: path for key in self._open[path].keys()}
 
     def get(self, key: str) -> torch.Tensor:
         path = self.where.get(key)
@@ -129,8 +121,7 @@ def import_hf(source: str | Path, output: str | Path, dtype: str | None = None) 
     if cast is not None and not isinstance(cast, torch.dtype):
         raise ConfigError(f"dtype {dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
     weights, shapes = _Weights(folder), _expected_shapes(config)
-    tied = config.tie_embeddings or "lm_head.weight" not in weights.keys()
-    if tied and not config.tie_embeddings:
+    if not config.tie_embeddings and "lm_head.weight" not in weights.keys():
         config = config.replace(tie_embeddings=True)  # no lm_head tensor: the head is the embedding
     state: dict[str, torch.Tensor] = {}
     for part in parts(config, hf["model_type"]):
@@ -179,12 +170,12 @@ def export_hf(checkpoint: str | Path, output: str | Path) -> Path:
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the embedding only "
                               f"{config.padded_vocab_size} rows")  # fmt: skip
     ids = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
-    hf.update({k: v for k, v in ids.items() if v is not None}, torch_dtype=str(next(iter(tensors.values())).dtype)[6:])
+    ids = {k: v for k, v in ids.items() if v is not None}
+    hf.update(ids, torch_dtype=str(next(iter(tensors.values())).dtype)[6:])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(hf, indent=2))
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    generation = {k: v for k, v in ids.items() if v is not None}
-    (out / "generation_config.json").write_text(json.dumps({**generation, "max_length": config.block_size}, indent=2))
+    (out / "generation_config.json").write_text(json.dumps({**ids, "max_length": config.block_size}, indent=2))
     tokenizer.save_pretrained(out, model_max_length=config.block_size)
     return out
 

@@ -12,7 +12,6 @@ config and unchanged input files returns at once.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -252,8 +251,7 @@ def _file_digest(path: str | None) -> str | None:
     if not path:
         return None
     p = Path(path)
-    p = p / "tokenizer.json" if p.is_dir() else p
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return steps.file_digest(p / "tokenizer.json" if p.is_dir() else p)
 
 
 def _read_json(path: Path) -> dict | None:

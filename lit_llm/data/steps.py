@@ -275,6 +275,17 @@ def batches(docs: Iterator[str], size: int = 10_000) -> Iterator[tuple[list[int]
         yield ids, texts
 
 
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks), or None when there is no such file."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-able parts (anything else by its str), naming cached files and configs."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
