@@ -112,13 +112,10 @@ def model_state(
     reward = meta.get("stage") == "reward"
     model = RewardModel(config) if reward else GPT(config)
     if reward:
-        try:
-            model.load_language_model(base_state)
-        except ValueError as exc:
-            raise CheckpointError(f"{base_path}: {exc}") from None
+        model.load_language_model(base_state, source=base_path)
     else:
         load_weights(model, base_state, source=base_path)
-    apply_lora(model, lora, trainable=("score_head",) if reward else ())
+    apply_lora(model, lora, trainable=RewardModel.heads if reward else ())
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing_adapters = [k for k in missing if k.endswith((".lora_A", ".lora_B"))]
     if unexpected or missing_adapters:

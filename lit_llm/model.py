@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lit_llm.errors import ConfigError, from_known_keys
+from lit_llm.errors import CheckpointError, ConfigError, from_known_keys
 
 
 @dataclass
@@ -380,6 +380,8 @@ class RewardModel(GPT):
     text; only `score_head` is new. Without an LM head, no parameter sits unused under DDP.
     """
 
+    heads = ("score_head",)  # what is new beside the backbone, and stays trainable under LoRA
+
     def __init__(self, config: Config, wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
         super().__init__(config, wrap=wrap)
         del self.lm_head
@@ -399,10 +401,13 @@ class RewardModel(GPT):
         """(B, T) the head at every position: a critic's value estimate after each token."""
         return self.score_head(self.backbone(idx, **kwargs)).squeeze(-1).float()
 
-    def load_language_model(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
-        """Load a GPT's weights (its LM head is dropped) or a reward model's; returns the keys left at their init."""
+    def load_language_model(self, state_dict: dict[str, torch.Tensor], source: Any = "checkpoint") -> list[str]:
+        """Load a GPT's weights (its LM head is dropped) or a reward model's; returns the keys left at their init.
+        Weights that do not fit raise a CheckpointError naming `source`."""
         state = {k: v for k, v in state_dict.items() if not k.startswith("lm_head.")}
         missing, unexpected = self.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {"score_head.weight"}:
-            raise ValueError(f"weights do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+        if unexpected or set(missing) - {f"{head}.weight" for head in self.heads}:
+            raise CheckpointError(
+                f"{source}: weights do not match the model (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+            )
         return list(missing)

@@ -252,12 +252,9 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
                 raise CheckpointError(f"critic checkpoint {path} uses a different tokenizer than the policy")
             config, state = Config.from_dict(meta["model_config"]), model_state(ckpt, path)
         critic = RewardModel(config)
-        try:
-            critic.load_language_model(state)
-        except ValueError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
+        critic.load_language_model(state, source=path)
         if self.lora_config is not None:  # the critic gets its own adapters; its value head trains in full
-            apply_lora(critic, self.lora_config, trainable=("score_head",))
+            apply_lora(critic, self.lora_config, trainable=RewardModel.heads)
         return critic
 
     def _trained(self) -> nn.Module:

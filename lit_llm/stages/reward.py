@@ -42,7 +42,7 @@ class RewardModule(CausalLM):
     """
 
     stage_name = "reward"
-    lora_trainable = ("score_head",)
+    lora_trainable = RewardModel.heads
 
     def __init__(
         self,
@@ -75,10 +75,7 @@ class RewardModule(CausalLM):
     def _build_model(self, wrap: Any = None) -> torch.nn.Module:
         model = RewardModel(self.config, wrap=wrap)
         if self._init_state is not None:
-            try:
-                model.load_language_model(self._init_state)
-            except ValueError as exc:
-                raise CheckpointError(f"{self.hparams.init_from}: {exc}") from None
+            model.load_language_model(self._init_state, source=self.hparams.init_from)
         return wrap(model) if wrap is not None else model
 
     # ---- steps ------------------------------------------------------------------------------------
