@@ -63,10 +63,13 @@ def _stdin_lines(prompt: str) -> Iterable[str]:
             return
 
 
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
 def chat(
     checkpoint: str,
     system: str | None = None,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | None = None,
     temperature: float = 0.7,
     top_k: int | None = 50,
     top_p: float = 1.0,
@@ -79,7 +82,8 @@ def chat(
     Args:
         checkpoint: a lit_llm checkpoint (.ckpt file or run folder) of SFT or a later stage.
         system: an optional system message opening the conversation.
-        max_new_tokens: longest reply.
+        max_new_tokens: longest reply (None: 128, or half the model's block_size when that is smaller, so the
+            conversation keeps room in the context).
         temperature: sampling temperature; 0 answers greedily.
         top_k: sample from the k most likely tokens only (None: all).
         top_p: nucleus sampling mass.
@@ -90,8 +94,11 @@ def chat(
 
     from lit_llm.checkpoint import load_model, meta_tokenizer
     from lit_llm.data.templates import load_style
-    from lit_llm.errors import CheckpointError
+    from lit_llm.errors import CheckpointError, ConfigError
+    from lit_llm.generation import check_sampling
 
+    # Before loading the model, so a bad option fails at once (max_new_tokens is checked against the block below).
+    check_sampling(1 if max_new_tokens is None else max_new_tokens, temperature, top_k, top_p)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, meta = load_model(checkpoint)
@@ -101,9 +108,12 @@ def chat(
             "answer; chat with an SFT (or later) checkpoint, or continue text with `lit-llm generate`"
         )
     tokenizer, style = meta_tokenizer(meta, checkpoint), load_style(meta["prompt_style"])
-    if max_new_tokens >= model.config.block_size:
-        block = model.config.block_size
-        raise CheckpointError(f"--max_new_tokens {max_new_tokens} leaves no room in the model's block_size {block}")
+    block = model.config.block_size
+    if max_new_tokens is None:
+        max_new_tokens = max(1, min(DEFAULT_MAX_NEW_TOKENS, block // 2))
+    elif max_new_tokens >= block:
+        raise ConfigError(f"--max_new_tokens {max_new_tokens} leaves no room for the conversation in the model's "
+                          f"block_size {block}; choose fewer (by default, the smaller of 128 and half the block)")
     print(f"chatting with {checkpoint} ({meta.get('stage')}, {type(style).__name__} style). {HELP}")
     converse(
         model.to(device), tokenizer, style, _stdin_lines("you> "), print, system=system, max_new_tokens=max_new_tokens,

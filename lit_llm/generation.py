@@ -1,14 +1,38 @@
-"""Batched sampling with a KV cache: temperature, top-k, top-p, stop tokens, left or right padding."""
+"""Batched sampling with a KV cache: temperature, top-k, top-p, stop tokens, left or right padding.
+
+Sampling options are checked in one place, `check_sampling`, which `generate` (and so every command that samples:
+generate, chat, evaluate, compare, pairs) calls: an impossible value is one ConfigError naming the option.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
+from lit_llm.errors import ConfigError
+
 if TYPE_CHECKING:
     from lit_llm.model import GPT
+
+log = logging.getLogger(__name__)
+
+
+def check_sampling(
+    max_new_tokens: int = 1, temperature: float = 0.0, top_k: int | None = None, top_p: float = 1.0
+) -> None:
+    """Raise one ConfigError naming the first option no sampler can use: max_new_tokens < 1, temperature < 0,
+    top_k < 1 (None means all tokens), top_p outside (0, 1]."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be at least 1, or None for all tokens, got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float = 1.0) -> torch.Tensor:
@@ -85,17 +109,16 @@ def generate(
     `attention_mask` (1 = token, 0 = padding) may mark left or right padding. Rows are re-laid out
     left-padded, so every row's next token sits in the last column and decoding is one batched step.
     """
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
     rows = _unpad(prompts, attention_mask)
     if not rows or any(len(r) == 0 for r in rows):
-        raise ValueError("generate needs at least one non-empty prompt per row")
-    if max_new_tokens < 1:
-        return [[] for _ in rows]
+        raise ConfigError("generate needs at least one non-empty prompt per row")
     cfg = model.config
     device = model.wte.weight.device
     B, T = len(rows), max(len(r) for r in rows)
     total = T + max_new_tokens
     if total > cfg.block_size:
-        raise ValueError(
+        raise ConfigError(
             f"prompt of {T} tokens + max_new_tokens {max_new_tokens} exceeds the model's block_size {cfg.block_size}"
         )
     generator = None
@@ -168,22 +191,40 @@ def cut_at_stop_strings(
 
 def _prompt_room(model: GPT, max_new_tokens: int) -> int:
     """Prompt tokens that fit in the block beside `max_new_tokens` (prompts are cropped from the left to it)."""
+    check_sampling(max_new_tokens)
     room = model.config.block_size - max_new_tokens
     if room < 1:
-        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in block_size {model.config.block_size}")
+        raise ConfigError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's block_size "
+                          f"{model.config.block_size}")  # fmt: skip
     return room
+
+
+def crop_prompts(model: GPT, rows: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Token prompts cropped from the left to leave room for `max_new_tokens` in the model's block, with one warning
+    saying how many prompt tokens were dropped (the model cannot see past its block size)."""
+    room = _prompt_room(model, max_new_tokens)
+    long = [len(r) - room for r in rows if len(r) > room]
+    if long:
+        fit = f"did not fit the model's block_size {model.config.block_size} beside max_new_tokens {max_new_tokens}"
+        if len(rows) == 1:
+            dropped = f"a prompt {fit}: dropped its first {long[0]} token(s)"
+        else:
+            count = str(long[0]) if min(long) == max(long) else f"{min(long)} to {max(long)}"
+            dropped = f"{len(long)} of {len(rows)} prompts {fit}: dropped the first {count} token(s) of each"
+        log.warning(f"{dropped}, keeping the last {room}")
+    return [r[-room:] for r in rows]
 
 
 def generate_text(model: GPT, tokenizer, prompts: list[str], *, max_new_tokens: int = 100, **sampling) -> list[str]:
     """Decoded continuations of text prompts, stopping at the tokenizer's EOS.
 
-    Prompts are cropped from the left to leave room for `max_new_tokens` in the block; `sampling`
+    Prompts are cropped from the left (with a warning) to leave room for `max_new_tokens` in the block; `sampling`
     takes `generate`'s temperature, top_k, top_p and seed.
     """
-    room = _prompt_room(model, max_new_tokens)
-    rows = [tokenizer.encode(p)[-room:] for p in prompts]
-    if any(not r for r in rows):
-        raise ValueError("a prompt is empty after tokenization")
+    encoded = [tokenizer.encode(p) for p in prompts]
+    if any(not r for r in encoded):
+        raise ConfigError("a prompt is empty after tokenization; give some text to continue")
+    rows = crop_prompts(model, encoded, max_new_tokens)
     stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     outs = generate(model, rows, max_new_tokens=max_new_tokens, stop_tokens=stops, **sampling)
     return [tokenizer.decode(o) for o in outs]
@@ -194,12 +235,12 @@ def generate_responses(
 ) -> list[str]:
     """Decoded assistant replies to conversations rendered with a prompt style, stopping at its stop tokens.
 
-    Prompts are cropped from the left to leave room for `max_new_tokens`; `sampling` as in `generate_text`.
+    Prompts are cropped from the left (with a warning) to leave room for `max_new_tokens`; `sampling` as in
+    `generate_text`.
     """
     from lit_llm.data.templates import prompt_ids, stop_ids
 
-    room = _prompt_room(model, max_new_tokens)
-    rows = [prompt_ids(tokenizer, style, messages)[-room:] for messages in conversations]
+    rows = crop_prompts(model, [prompt_ids(tokenizer, style, messages) for messages in conversations], max_new_tokens)
     outs = generate(model, rows, max_new_tokens=max_new_tokens, stop_tokens=stop_ids(tokenizer, style), **sampling)
     return [tokenizer.decode(o) for o in outs]
 
@@ -228,6 +269,9 @@ def sample_checkpoint(
     from lit_llm.checkpoint import load_model, meta_tokenizer
     from lit_llm.data.templates import load_style
 
+    check_sampling(max_new_tokens, temperature, top_k, top_p)  # before loading: a bad option fails at once
+    if num_samples < 1:
+        raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, meta = load_model(checkpoint)

@@ -201,6 +201,21 @@ def test_top_p_zero_keeps_the_top_token():
     assert sample_next(logits, temperature=1.0, top_p=0.0).tolist() == [1]
 
 
-def test_zero_new_tokens_gives_empty_rows():
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (dict(max_new_tokens=0), "max_new_tokens must be at least 1, got 0"),
+        (dict(max_new_tokens=-5), "max_new_tokens must be at least 1, got -5"),
+        (dict(temperature=-0.5), "temperature must be >= 0"),
+        (dict(top_k=0), "top_k must be at least 1"),
+        (dict(top_p=0.0), "top_p must be in (0, 1]"),
+        (dict(top_p=1.5), "top_p must be in (0, 1]"),
+    ],
+)
+def test_impossible_sampling_options_are_one_config_error(option, message):
+    from lit_llm.errors import ConfigError
+
     model = tiny_model()
-    assert model.generate([[1, 2], [3]], max_new_tokens=0) == [[], []]
+    with pytest.raises(ConfigError) as exc:
+        model.generate([[1, 2], [3]], **{"max_new_tokens": 4, **option})
+    assert message in str(exc.value)

@@ -5,24 +5,44 @@ Import reads one tensor at a time (safetensors `safe_open`, or a memory-mapped `
 stays near one copy of the weights: the converted state dict. Export writes `config.json`, `model.safetensors`,
 `generation_config.json` and the tokenizer files, which `transformers.AutoModelForCausalLM` and `AutoTokenizer` load
 without custom code. Neither direction needs `transformers`.
+
+Both write whole or not at all. Import writes last.ckpt to a temporary file renamed into place. Export writes the
+new folder beside the target and swaps it in with renames, so a failure midway leaves the old folder as it was, and
+an overwrite leaves none of the old model's files behind (a stale `model.safetensors.index.json` would make
+transformers load the old shards); files that are not part of a model (a README, `.git`) are carried over.
+Neither overwrites an existing checkpoint unless asked (`--overwrite true`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lit_llm.atomic import TEMP_PREFIX, OutputError, atomic_write, describe_os_error, fsync_dir, umask
 from lit_llm.checkpoint import META_KEY, load_model, meta_tokenizer, resolve_checkpoint_path
 from lit_llm.convert.families import Part, config_from_hf, config_to_hf, parts
-from lit_llm.errors import CheckpointError, ConfigError
+from lit_llm.errors import CheckpointError, ConfigError, LitLLMError
 from lit_llm.model import GPT, Config
 
 WEIGHT_FILES = (
     "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
 )
+# The files of a model in a Hugging Face folder (weights in any format, their indexes, configs, tokenizer): an export
+# over an existing folder replaces all of them; anything else there is the user's and is kept.
+MODEL_FILES = (
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json", "*.gguf",
+    "tf_model*.h5", "flax_model*.msgpack", "config.json", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+    "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja", "chat_template.json",
+)  # fmt: skip
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -75,7 +95,13 @@ def _open_file(path: Path) -> Any:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        return safe_open(str(path), framework="pt")
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (named by the folder's model.safetensors.index.json)")
+        try:
+            return safe_open(str(path), framework="pt")
+        except Exception as exc:  # noqa: BLE001 - SafetensorError: a truncated or corrupt file
+            raise CheckpointError(f"could not read {path}: {str(exc).splitlines()[0] if str(exc) else exc} (a "
+                                  "truncated or corrupt file; download or copy it again)") from None  # fmt: skip
     return _load_bin(path)
 
 
@@ -100,12 +126,18 @@ def download(repo_id: str, revision: str | None = None) -> Path:
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
 
 
-def import_hf(source: str | Path, output: str | Path, dtype: str | None = None) -> Path:
+def import_hf(source: str | Path, output: str | Path, dtype: str | None = None, overwrite: bool = False) -> Path:
     """Convert a local Hugging Face checkpoint folder into a lit_llm checkpoint `output`/last.ckpt, which every
-    stage's `init_from` accepts. `dtype` ("float32", "bfloat16", ...) casts the weights; None keeps theirs."""
+    stage's `init_from` accepts. `dtype` ("float32", "bfloat16", ...) casts the weights; None keeps theirs. An
+    existing last.ckpt is replaced only with `overwrite`."""
     from lit_llm.data.tokenizer import Tokenizer
 
     folder, out = Path(source), Path(output)
+    path = out / "last.ckpt"
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--to {out} is a file; name the folder to write last.ckpt into")
+    if path.exists() and not overwrite:  # checked first: converting a large model takes a while
+        raise OutputError(f"{path} already exists; pass --overwrite true to replace it")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder (expected a local Hugging Face checkpoint folder)")
     hf = _read_json(folder / "config.json")
@@ -141,22 +173,34 @@ def import_hf(source: str | Path, output: str | Path, dtype: str | None = None) 
         state[f"model.{part.ours}"] = (tensor.to(cast) if cast is not None else tensor).contiguous().clone()
     if config.tie_embeddings:  # one tensor under both names, as GPT.state_dict() has it
         state["model.lm_head.weight"] = state["model.wte.weight"]
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "last.ckpt"
     meta = {"stage": "import", "model_config": config.to_dict(), "tokenizer": tokenizer.to_json(),
             "source": {"folder": str(folder), "model_type": hf["model_type"]}}  # fmt: skip
-    torch.save({"state_dict": state, META_KEY: meta}, path)
+    with atomic_write(path, "wb") as f:
+        torch.save({"state_dict": state, META_KEY: meta}, f)
     return path
 
 
-def export_hf(checkpoint: str | Path, output: str | Path) -> Path:
+def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write a lit_llm checkpoint as a Hugging Face folder: config.json, model.safetensors (the stored dtype),
-    generation_config.json and the tokenizer files. LoRA checkpoints are merged into their base first."""
+    generation_config.json and the tokenizer files. LoRA checkpoints are merged into their base first.
+
+    A folder that is not empty is replaced only with `overwrite`: then every model file in it (`MODEL_FILES`) is
+    gone, other files are kept, and the folder changes in one rename, so it is never half old and half new."""
     from safetensors.torch import save_file
 
+    out = Path(output)
+    # The renames act on the real folder: a symlink's target, "." or ".." by its own name in its parent.
+    folder = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--to {out} is a file; name the folder to write the Hugging Face checkpoint into")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"{out} is not empty; pass --overwrite true to replace the model in it (its weights, "
+                          "config and tokenizer files go; other files stay)")  # fmt: skip
     path = resolve_checkpoint_path(checkpoint)
+    if path.resolve().is_relative_to(folder):
+        raise OutputError(f"--to {out} holds the checkpoint being exported ({path}); choose another folder")
     model, meta = load_model(path)
-    config, out = model.config, Path(output)
+    config = model.config
     hf = config_to_hf(config, str(path))
     ours = model.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -172,10 +216,79 @@ def export_hf(checkpoint: str | Path, output: str | Path) -> Path:
     ids = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}
     ids = {k: v for k, v in ids.items() if v is not None}
     hf.update(ids, torch_dtype=str(next(iter(tensors.values())).dtype)[6:])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(hf, indent=2))
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "generation_config.json").write_text(json.dumps({**ids, "max_length": config.block_size}, indent=2))
-    tokenizer.save_pretrained(out, model_max_length=config.block_size)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        new = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{folder.name}.", dir=folder.parent))
+    except OSError as exc:
+        raise OutputError(describe_os_error(exc, out)) from None
+    try:
+        (new / "config.json").write_text(json.dumps(hf, indent=2))
+        save_file(tensors, str(new / "model.safetensors"), metadata={"format": "pt"})
+        (new / "generation_config.json").write_text(json.dumps({**ids, "max_length": config.block_size}, indent=2))
+        tokenizer.save_pretrained(new, model_max_length=config.block_size)
+        _settle(new)
+        if folder.is_dir():
+            _carry_over(folder, new)
+        _swap_in(new, folder)
+    except BaseException as exc:
+        shutil.rmtree(new, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, LitLLMError):
+            raise OutputError(describe_os_error(exc, out)) from None
+        raise
     return out
 
+
+def _is_model_file(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in MODEL_FILES)
+
+
+def _settle(folder: Path) -> None:
+    """Give the files written into `folder` (and the folder) the permissions the umask gives new files (mkdtemp and
+    safetensors create them 0700/0600, unreadable to a group that shares the models) and flush them to disk, so the
+    rename that publishes the folder never publishes empty files after a crash."""
+    mask = umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for file in (f for f in folder.iterdir() if f.is_file()):
+        os.chmod(file, 0o666 & ~mask)
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(folder)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Hard-link (or copy, across filesystems) what the old folder holds besides a model into the new one: a README,
+    a `.git` folder, notes. Links cost no space, and the old folder is untouched until the swap."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(src, dst, follow_symlinks=False)
+
+    for entry in old.iterdir():
+        if _is_model_file(entry.name) or entry.name.startswith(TEMP_PREFIX) or (new / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=link)
+        else:
+            link(str(entry), str(new / entry.name))
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put the folder `new` at `out` with renames; an old folder there is moved aside first and deleted after, and
+    put back if the second rename fails."""
+    if out.is_dir():
+        old = out.parent / f"{TEMP_PREFIX}{out.name}.old-{secrets.token_hex(4)}"
+        os.rename(out, old)
+        try:
+            os.rename(new, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(new, out)
+    fsync_dir(out.parent)

@@ -114,10 +114,12 @@ def write_pairs(
     device: str = "auto",
     pairs_per_prompt: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PairStats:
     """Write preference pairs on the built-in tasks from a checkpoint's own answers: for each prompt, sample answers
     in the checkpoint's prompt style, verify them, and pair a correct one (else the reference answer) with a wrong
-    one (else a synthetic mistake). Pairs go to `output` as JSON Lines, the counts to `output`.stats.json.
+    one (else a synthetic mistake). Pairs go to `output` as JSON Lines, the counts to `output`.stats.json; each file
+    is written whole (to a temporary file renamed into place), so a reader never sees half of it.
 
     Args:
         checkpoint: a lit_llm checkpoint trained with a prompt style (SFT), .ckpt file or run folder.
@@ -133,12 +135,19 @@ def write_pairs(
         device: "auto", "cpu" or "cuda".
         pairs_per_prompt: most pairs per prompt, one per distinct wrong answer sampled.
         progress: show a progress bar over the sampling batches.
+        overwrite: replace `output` when it already exists (without it, existing pairs are never overwritten).
     """
     import torch
 
+    from lit_llm.atomic import OutputError, atomic_write, atomic_write_text
     from lit_llm.checkpoint import load_model, meta_tokenizer
     from lit_llm.data.templates import load_style
 
+    path = Path(output)
+    if path.is_dir():
+        raise OutputError(f"--output {path} is a folder; name the JSON Lines file to write the pairs to")
+    if path.exists() and not overwrite:  # checked before sampling, which takes a while
+        raise OutputError(f"{path} already exists; pass --overwrite true to replace it")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -150,11 +159,9 @@ def write_pairs(
         model.to(device), tokenizer, style, records, samples, temperature, max_new_tokens, batch_size, seed,
         pairs_per_prompt, progress,
     )
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_write(path, "w") as f:
         for pair in pairs:
             f.write(json.dumps(pair) + "\n")
     stats.checkpoint, stats.split, stats.output = str(checkpoint), split, str(output)
-    Path(f"{path}.stats.json").write_text(json.dumps(asdict(stats)))
+    atomic_write_text(f"{path}.stats.json", json.dumps(asdict(stats)))
     return stats

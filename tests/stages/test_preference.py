@@ -237,7 +237,7 @@ def test_pairs_command_writes_verified_pairs_from_a_checkpoint(tmp_path: Path, b
     # Several pairs per prompt: one per distinct wrong sample, the counts still adding up.
     main(["pairs", "--checkpoint", str(base_checkpoint), "--output", str(out), "--tasks", "[upper]",
           "--per_task", "4", "--samples", "3", "--pairs_per_prompt", "3", "--max_new_tokens", "6",
-          "--device", "cpu"])  # fmt: skip
+          "--device", "cpu", "--overwrite", "true"])  # fmt: skip
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     stats = json.loads(Path(f"{out}.stats.json").read_text())
     assert stats["prompts"] == 4 and 4 < len(rows) == stats["pairs"] <= 12
