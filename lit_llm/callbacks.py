@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch import callbacks as lightning_callbacks
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -126,3 +127,54 @@ class ValidationSummary(pl.Callback):
             return
         when = "sanity check" if trainer.sanity_checking else f"step {trainer.global_step}"
         rank_zero_info(f"validation ({when}): " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(values.items())))
+
+
+class ModelSummary(lightning_callbacks.ModelSummary):
+    """Lightning's model summary, without its FLOPs column and total when Lightning could not count them.
+
+    Lightning counts FLOPs only for a module with an `example_input_array` and prints "0 Total Flops" otherwise;
+    lit_llm's stages measure the FLOPs of a training micro-batch themselves (`flops_per_batch`, on the meta device)
+    for TokenThroughput's FLOP/s and MFU."""
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int,
+                  **summarize_kwargs: Any) -> None:
+        from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+        if total_flops:
+            return lightning_callbacks.ModelSummary.summarize(
+                summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                total_flops=total_flops, **summarize_kwargs,
+            )
+        columns = [column for column in summary_data if column[0] != "FLOPs"]
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *columns
+        )
+        rank_zero_info("\n" + "\n".join(line for line in table.splitlines() if not line.endswith("Total Flops")))
+
+
+class RichProgressBar(lightning_callbacks.RichProgressBar):
+    """Lightning's rich progress bar; a run bounded by steps shows "Epoch 1 · step 120/500", not "Epoch 1/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch}"
+        if trainer.max_steps > 0:
+            description += f" · step {trainer.global_step}/{trainer.max_steps}"
+        if len(self.validation_description) > len(description):
+            description = f"{description:{len(self.validation_description)}}"
+        return description
+
+
+def use_lit_llm_displays(trainer: pl.Trainer) -> None:
+    """Give Lightning's own model summaries (plain or rich) and rich progress bar, as the Trainer made them or the
+    config named them, the corrected displays above; their settings stay (the classes add no state; a rich summary
+    becomes the plain table, whose FLOPs figures can be left out)."""
+    swaps = {lightning_callbacks.ModelSummary: ModelSummary, lightning_callbacks.RichModelSummary: ModelSummary,
+             lightning_callbacks.RichProgressBar: RichProgressBar}
+    for callback in trainer.callbacks:
+        if type(callback) in swaps:
+            callback.__class__ = swaps[type(callback)]

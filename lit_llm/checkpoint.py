@@ -40,8 +40,7 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict, loaded with `weights_only=True`; one clear error if it is missing or corrupt."""
     path = resolve_checkpoint_path(path)
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"could not read checkpoint {path}: not a PyTorch checkpoint (truncated or corrupt file)")
+    verify_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
@@ -50,6 +49,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
     return ckpt
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check every record of a checkpoint file against the CRC-32 that `torch.save` stored for it, so a truncated
+    file or a flipped byte is named instead of loading wrong weights. A failure lists the checkpoints in the same
+    folder that are intact."""
+    problem = None
+    if not zipfile.is_zipfile(path):
+        problem = "not a PyTorch checkpoint (truncated or corrupt file)"
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                problem = f"the record {bad!r} fails its checksum (the file is corrupt)"
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            problem = f"corrupt file ({exc})"
+    if problem is None:
+        return
+    intact = [p.name for p in sorted(path.parent.glob("*.ckpt")) if p != path and _is_intact(p)]
+    hint = f"; intact checkpoints beside it: {', '.join(intact)}" if intact else ""
+    raise CheckpointError(f"could not read checkpoint {path}: {problem}{hint}")
+
+
+def _is_intact(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
 
 
 def checkpoint_meta(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:

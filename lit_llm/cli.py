@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from argparse import ArgumentError
 
+from lit_llm.atomic import describe_os_error
 from lit_llm.chat import chat
 from lit_llm.errors import LitLLMError
 from lit_llm.eval.compare import compare_checkpoints
@@ -36,24 +38,11 @@ commands:
 
 
 def trainer_cli(args: list[str] | None = None, run: bool = True):
-    """LightningCLI in subclass mode: any stage and data module can be named by class_path in YAML.
+    """LightningCLI for fit/validate/test (lit_llm.lightning_cli). Lightning is imported here rather than at module
+    level, so `lit-llm prepare` starts without it."""
+    from lit_llm.lightning_cli import trainer_cli as cli
 
-    Lightning is imported here rather than at module level, so `lit-llm prepare` starts without it."""
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
-
-    return LightningCLI(
-        model_class=LightningModule,
-        datamodule_class=LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        # Raise instead of printing the whole usage text, so main() can print one clear message.
-        parser_kwargs={"exit_on_error": False},
-        args=args,
-        run=run,
-    )
+    return cli(args=args, run=run)
 
 
 def generate(
@@ -73,12 +62,12 @@ def generate(
 
     Args:
         checkpoint: a .ckpt file, or a run folder holding checkpoints/last.ckpt.
-        prompt: text to continue.
-        max_new_tokens: tokens to generate per sample.
-        temperature: sampling temperature; 0 is greedy.
+        prompt: text to continue (a prompt longer than the context is cut from the left, with a warning).
+        max_new_tokens: tokens to generate per sample (at least 1, and fewer than the model's block_size).
+        temperature: sampling temperature (>= 0); 0 is greedy.
         top_k: sample among the k most likely tokens (None = all).
-        top_p: nucleus sampling mass.
-        num_samples: independent samples to print.
+        top_p: nucleus sampling mass, in (0, 1].
+        num_samples: independent samples to print (at least 1).
         seed: random seed of the sampler.
         device: "auto", "cpu" or "cuda".
         raw: continue the prompt as plain text even when the checkpoint has a prompt style.
@@ -194,7 +183,7 @@ def _function_command(function, prog: str, report=None):
     def run(argv: list[str]) -> None:
         from jsonargparse import auto_cli
 
-        result = auto_cli(function, args=argv, as_positional=False, prog=prog)
+        result = auto_cli(function, args=argv, as_positional=False, prog=prog, allow_abbrev=False)
         if report is not None:
             report(result)
 
@@ -208,12 +197,12 @@ def pipeline_command(argv: list[str]) -> None:
 
 
 def import_command(argv: list[str]) -> None:
-    """`lit-llm import --from HF_DIR --to DIR [--dtype bfloat16]`."""
+    """`lit-llm import --from HF_DIR --to DIR [--dtype bfloat16] [--overwrite true]`."""
     from jsonargparse import ArgumentParser
 
     from lit_llm.convert.hf import download, import_hf
 
-    parser = ArgumentParser(prog="lit-llm import", exit_on_error=False,
+    parser = ArgumentParser(prog="lit-llm import", exit_on_error=False, allow_abbrev=False,
                             description="Convert a local Hugging Face checkpoint folder (Llama, Mistral, Qwen2, "
                                         "SmolLM, GPT-2) into a lit_llm checkpoint DIR/last.ckpt for init_from.")
     parser.add_argument("--from", dest="source", type=str, required=True, help="the Hugging Face folder")
@@ -221,24 +210,28 @@ def import_command(argv: list[str]) -> None:
     parser.add_argument("--dtype", type=str | None, default=None, help="cast the weights (float32, bfloat16, ...)")
     parser.add_argument("--hub", type=bool, default=False,
                         help="--from is a Hugging Face Hub repository id to download (the only network access)")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing DIR/last.ckpt")
     args = parser.parse_args(argv)
     source = download(args.source) if args.hub else args.source
-    print(f"wrote {import_hf(source, args.output, args.dtype)}")
+    print(f"wrote {import_hf(source, args.output, args.dtype, overwrite=args.overwrite)}")
 
 
 def export_command(argv: list[str]) -> None:
-    """`lit-llm export --checkpoint PATH --to HF_DIR`."""
+    """`lit-llm export --checkpoint PATH --to HF_DIR [--overwrite true]`."""
     from jsonargparse import ArgumentParser
 
     from lit_llm.convert.hf import export_hf
 
-    parser = ArgumentParser(prog="lit-llm export", exit_on_error=False,
+    parser = ArgumentParser(prog="lit-llm export", exit_on_error=False, allow_abbrev=False,
                             description="Write a lit_llm checkpoint as a Hugging Face folder that transformers' "
                                         "AutoModelForCausalLM and AutoTokenizer load.")
     parser.add_argument("--checkpoint", type=str, required=True, help="a .ckpt file or run folder")
     parser.add_argument("--to", dest="output", type=str, required=True, help="the folder to write")
+    parser.add_argument("--overwrite", type=bool, default=False,
+                        help="replace the model in a folder that is not empty (its weights, config and tokenizer "
+                             "files; other files are kept)")  # fmt: skip
     args = parser.parse_args(argv)
-    print(f"wrote {export_hf(args.checkpoint, args.output)}")
+    print(f"wrote {export_hf(args.checkpoint, args.output, overwrite=args.overwrite)}")
 
 
 COMMANDS = {
@@ -284,6 +277,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except ArgumentError as exc:
         print(f"lit-llm: error: {_config_error_message(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        # A full disk or a read-only folder met by code that writes without lit_llm.atomic (loggers, libraries).
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        print(f"lit-llm: error: {describe_os_error(exc, exc.filename or 'a file')}", file=sys.stderr)
         raise SystemExit(2) from None
     except ValueError as exc:
         # A stage or data module that rejects its arguments while LightningCLI instantiates it: jsonargparse

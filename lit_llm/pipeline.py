@@ -5,8 +5,11 @@ optional config file, options (`args`, dotted keys such as `trainer.max_steps`),
 the one before) and the `outputs` it writes. A step is skipped when its outputs exist and its fingerprint
 matches the one recorded when it last finished. The fingerprint hashes the command, the config file's text, the
 options, the contents of any declared `inputs`, and the completion tokens of the steps it needs, so a step that
-reruns makes every step downstream of it rerun too. The record is written after each step succeeds, so an
-interrupted pipeline resumes at the step that did not finish.
+reruns makes every step downstream of it rerun too. A step is recorded as done only after it succeeds (a fit
+stopped by SIGTERM or Ctrl-C exits non-zero), so an interrupted pipeline resumes at the step that did not finish:
+a fit step interrupted after a checkpoint save resumes from that checkpoint (`--ckpt_path`), and any other rerun
+replaces the earlier run's output (`--restart true` for fit, `--overwrite true` for pairs, import and export), so
+no step downstream ever reads an older upstream model.
 
 Steps run in this process through `lit_llm.cli.main`, exactly as the printed command line would.
 """
@@ -17,7 +20,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +138,41 @@ def _file_digest(path: Path) -> str | None:
     return file_digest(path)
 
 
+# Options a rerun passes so that a command replaces what an earlier run of the step wrote, instead of refusing.
+REPLACE_OPTIONS = {"fit": {"restart": True}, "pairs": {"overwrite": True}, "import": {"overwrite": True},
+                   "export": {"overwrite": True}}
+
+
+def _resume_checkpoint(step: Step, record: dict | None, current: str | None) -> str | None:
+    """The checkpoint to resume a fit step from: the step was started with the same fingerprint and did not finish
+    (interrupted, preempted, failed), and its declared checkpoint output exists."""
+    if step.command != "fit" or not record or "running" not in record or record["running"] != current:
+        return None
+    # Only a checkpoint this attempt wrote: one older than its start belongs to an earlier run of the step.
+    started = record.get("started_at", float("inf"))
+    checkpoints = [out for out in step.outputs
+                   if out.endswith(".ckpt") and Path(out).is_file() and Path(out).stat().st_mtime >= started]
+    return checkpoints[0] if checkpoints else None
+
+
+def run_options(step: Step, record: dict | None, current: str | None) -> dict[str, Any]:
+    """The options the runner adds to a step's own: resume an interrupted fit, or replace an earlier run's output."""
+    if any(key in step.args for key in ("ckpt_path", "restart", "overwrite")):
+        return {}
+    resume = _resume_checkpoint(step, record, current)
+    if resume is not None:
+        return {"ckpt_path": resume}
+    return dict(REPLACE_OPTIONS.get(step.command, {}))
+
+
 def _why_run(step: Step, record: dict | None, current: str | None, force: bool) -> str | None:
     if force:
         return "forced"
     if record is None:
         return "never finished"
+    if "token" not in record:
+        resume = _resume_checkpoint(step, record, current)
+        return f"interrupted; resumes from {resume}" if resume else "did not finish"
     if current is None:
         return "a step it needs reruns"
     if record["fingerprint"] != current:
@@ -157,7 +190,7 @@ def run_pipeline(pipeline: Pipeline, force: bool = False, dry_run: bool = False)
     from lit_llm.cli import main
 
     state = _read_state(pipeline.state)
-    tokens = {name: record["token"] for name, record in state.items()}
+    tokens = {name: record.get("token") for name, record in state.items()}
     rows, total = [], len(pipeline.steps)
     for i, step in enumerate(pipeline.steps, 1):
         current = step_fingerprint(step, tokens)
@@ -166,18 +199,26 @@ def run_pipeline(pipeline: Pipeline, force: bool = False, dry_run: bool = False)
             print(f"[{i}/{total}] {step.name}: up to date, skipped ({step.command_line()})", flush=True)
             rows.append({"step": step.name, "status": "skipped", "seconds": 0.0})
             continue
-        print(f"\n[{i}/{total}] {step.name} ({reason}): {step.command_line()}", flush=True)
+        run = replace(step, args={**step.args, **run_options(step, state.get(step.name), current)})
+        print(f"\n[{i}/{total}] {step.name} ({reason}): {run.command_line()}", flush=True)
         if dry_run:
             tokens[step.name] = None
             rows.append({"step": step.name, "status": "would run", "seconds": 0.0})
             continue
+        # Until it finishes, the step counts as not done: its earlier record goes now, so outputs that an
+        # interrupted run leaves half-replaced are never taken as up to date.
+        state[step.name] = {"running": current, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                            "started_at": time.time()}
+        _write_state(pipeline.state, state)
+        tokens[step.name] = None
         start = time.perf_counter()
         try:
-            main(step.argv())
+            main(run.argv())
         except SystemExit as exc:
             if exc.code not in (0, None):
-                raise LitLLMError(f"pipeline step {step.name!r} failed ({step.command_line()}); "
-                                  f"the steps before it are recorded in {pipeline.state}") from None
+                interrupted = isinstance(exc.code, int) and exc.code > 128
+                raise StepFailed(step.name, run.command_line(), pipeline.state, exc.code if interrupted else 2,
+                                 interrupted) from None
         finally:
             _finish_wandb_run()
         seconds = time.perf_counter() - start
@@ -190,6 +231,19 @@ def run_pipeline(pipeline: Pipeline, force: bool = False, dry_run: bool = False)
         _write_state(pipeline.state, state)
         rows.append({"step": step.name, "status": "ran", "seconds": seconds})
     return rows
+
+
+class StepFailed(LitLLMError):
+    """A step that ended without finishing; `code` is the exit code the pipeline ends with (128 + a signal)."""
+
+    def __init__(self, name: str, command: str, state: Path, code: int, interrupted: bool) -> None:
+        self.code = code
+        if interrupted:
+            message = (f"pipeline step {name!r} was interrupted ({command}); it is not recorded as done. Run the "
+                       f"pipeline again to resume it from its last checkpoint (state: {state})")
+        else:
+            message = f"pipeline step {name!r} failed ({command}); the steps before it are recorded in {state}"
+        super().__init__(message)
 
 
 def _finish_wandb_run() -> None:
@@ -271,5 +325,9 @@ def pipeline_command(argv: list[str]) -> None:
     if config is None:
         raise ConfigError(f"--config is required\n{usage}")
     pipeline = load_pipeline(config, overrides)
-    rows = run_pipeline(pipeline, force=force, dry_run=dry_run)
+    try:
+        rows = run_pipeline(pipeline, force=force, dry_run=dry_run)
+    except StepFailed as exc:
+        print(f"lit-llm: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.code) from None
     print(summary(pipeline, rows))

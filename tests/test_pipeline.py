@@ -65,7 +65,9 @@ def test_steps_run_in_order_with_their_command_lines(toy):
     assert list(statuses.values()) == ["ran"] * 4
     assert _ran(toy(force=True)) == ["a", "b", "c", "d"]
     assert toy.calls[0] == ["prepare", "--config", "a.yaml", "--output=out/a"]
-    assert toy.calls[2] == ["fit", "--output=out/c", "--trainer.max_steps=5"]
+    # A rerun replaces what an earlier run of the step wrote: fit starts over, pairs overwrites.
+    assert toy.calls[1] == ["pairs", "--output=out/b", "--per_task=3", "--overwrite=true"]
+    assert toy.calls[2] == ["fit", "--output=out/c", "--trainer.max_steps=5", "--restart=true"]
     assert toy.calls[3] == ["report", "--output=out/d", '--runs=["out/c"]']
     state = json.loads(Path("state.json").read_text())["steps"]
     assert set(state) == {"a", "b", "c", "d"} and all(len(r["token"]) == 16 for r in state.values())
@@ -113,7 +115,9 @@ def test_failed_step_stops_the_pipeline_and_is_not_recorded(toy):
     toy.behaviour["out/c"] = "fail"
     with pytest.raises(LitLLMError, match="pipeline step 'c' failed .*lit-llm fit --output=out/c"):
         toy()
-    assert set(json.loads(Path("state.json").read_text())["steps"]) == {"a", "b"}
+    steps = json.loads(Path("state.json").read_text())["steps"]
+    assert {name for name, record in steps.items() if "token" in record} == {"a", "b"}
+    assert "running" in steps["c"]  # started, not done
     toy.behaviour.clear()
     assert _ran(toy()) == ["c", "d"]
 

@@ -98,6 +98,12 @@ class CausalLM(LightningModule):
         if hp.init_from:
             ckpt = load_checkpoint(hp.init_from)
             meta = checkpoint_meta(ckpt, hp.init_from)
+            if meta.get("stage") == "reward" and self.stage_name != "reward":
+                raise ConfigError(
+                    f"model.init_from: {hp.init_from} is a reward-model checkpoint (a score head, no language-model "
+                    f"head), so the {self.stage_name} stage cannot start from it; use a pretraining or SFT checkpoint "
+                    "(a reward model is given to PPO as its reward source)"
+                )
             self.config = Config.from_dict(meta["model_config"], **(hp.model_config or {}))
             self._init_state = model_state(ckpt, hp.init_from)
             if self.lora_config is not None:
