@@ -3,14 +3,16 @@
 * Exact: a 64-bit xxhash of the normalized text (`normalize_for_dedup`); of equal hashes the first document stays.
 * Near: MinHash signatures over word n-grams (Broder 1997, "On the resemblance and containment of documents"),
   split into LSH bands (Leskovec, Rajaraman & Ullman, "Mining of Massive Datasets", ch. 3). Documents sharing
-  any band bucket are linked, linked documents form clusters, and each cluster keeps its lowest index. The defaults
+  any band bucket are linked, linked documents form clusters, and each cluster keeps its lowest index; a removed
+  document is reported as a duplicate of the candidate it shares most bands with (`near_duplicates`). The defaults
   (5-grams, Jaccard threshold 0.8) follow common practice: Lee et al. 2021 ("Deduplicating Training Data Makes
   Language Models Better"), RefinedWeb (Penedo et al. 2023) and FineWeb.
 
-Cost is linear in the number of documents: hashing is per document and clustering sorts each band column once,
-no pair of documents is ever compared directly. Everything is deterministic across processes (xxhash and a seeded
-numpy Generator, never the per-process salted built-in `hash`), so `MinHasher` can run inside `datasets.map`
-workers and the band hashes they return can be clustered in the main process.
+Cost is linear in the number of documents: hashing is per document, clustering sorts each band column once, and
+only LSH candidates (at most two per document and band) have their band hashes compared, never all pairs.
+Everything is deterministic across processes (xxhash and a seeded numpy Generator, never the per-process salted
+built-in `hash`), so `MinHasher` can run inside `datasets.map` workers and the band hashes they return can be
+clustered in the main process.
 
 Words are the whitespace-separated tokens of `normalize_for_dedup(text)`. A text with at least `ngram_size` words
 has `len(words) - ngram_size + 1` shingles; a shorter text with at least one word has one shingle made of all its
@@ -274,34 +276,57 @@ def exact_duplicate_of(hashes: np.ndarray) -> np.ndarray:
     return first[inverse.reshape(-1)].astype(np.int64)
 
 
-def _bucket_edges(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(member, first) position pairs linking every member of a bucket with >1 member to its smallest position."""
-    order = np.argsort(column)
+def _bucket_edges(column: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(member, first, previous) position arrays, one entry per member of a bucket with >1 member other than its
+    first: the bucket's smallest position and the next smaller position in the same bucket."""
+    order = np.argsort(column, kind="stable")  # stable: equal hashes stay in position order
     ordered = column[order]
     new_run = np.empty(len(ordered), dtype=bool)
     new_run[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=new_run[1:])
     if new_run.all():
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    run_first = np.minimum.reduceat(order, np.flatnonzero(new_run))  # argsort is unstable: take the min
-    rep = run_first[np.cumsum(new_run) - 1]
-    linked = rep != order
-    return order[linked], rep[linked]
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
+    first = order[np.flatnonzero(new_run)][np.cumsum(new_run) - 1]
+    linked = ~new_run
+    previous = np.roll(order, 1)
+    return order[linked], first[linked], previous[linked]
+
+
+def _candidate_edges(band_hashes: np.ndarray, valid: np.ndarray | None) -> list[tuple[np.ndarray, ...]]:
+    n = band_hashes.shape[0]
+    idx = np.arange(n, dtype=np.int64) if valid is None else np.flatnonzero(np.asarray(valid, dtype=bool))
+    return [tuple(idx[e] for e in _bucket_edges(band_hashes[idx, band])) for band in range(band_hashes.shape[1])]
 
 
 def near_duplicate_clusters(band_hashes: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """int64 (n,): representative (smallest index) of each document's cluster, where two docs are linked when
     they share any band hash in the same band. Invalid docs are their own representative."""
+    return near_duplicates(band_hashes, valid)[0]
+
+
+def near_duplicates(band_hashes: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(representative, matched), both int64 (n,). `representative` is as `near_duplicate_clusters` gives it: a
+    cluster keeps its smallest index. `matched[i]` is the document i was matched with: of its earlier LSH candidates
+    (per band, the first document of i's bucket and the one just before i in it) the one sharing the most bands
+    with i, the closest a band count tells; ties go to the smaller index. Through a chain A~B~C, C is matched with
+    B even though the cluster keeps A. A member with no earlier candidate (linked to its cluster only through later
+    documents) is matched with the cluster's kept document, so following `matched` always ends there; a kept
+    document is matched with itself."""
     band_hashes = np.asarray(band_hashes)
     n = band_hashes.shape[0]
-    idx = np.arange(n, dtype=np.int64) if valid is None else np.flatnonzero(np.asarray(valid, dtype=bool))
-    edges = [_bucket_edges(band_hashes[idx, band]) for band in range(band_hashes.shape[1])]
+    edges = _candidate_edges(band_hashes, valid)
     labels = np.arange(n, dtype=np.int64)
-    if not edges or not any(len(u) for u, _ in edges):
-        return labels
+    if not edges or not any(len(e[0]) for e in edges):
+        return labels, labels.copy()
     # Edges are deduplicated first: a near-duplicate pair usually shares many bands.
-    keys = np.unique(np.concatenate([idx[u] * n + idx[v] for u, v in edges]))
-    u, v = keys // n, keys % n
+    keys = np.unique(np.concatenate([u * n + v for u, v, _ in edges]))
+    labels = _union_find(labels, keys // n, keys % n)
+    pairs = np.unique(np.concatenate([u * n + w for u, v, p in edges for w in (v, p)]))
+    return labels, _best_earlier_match(band_hashes, pairs // n, pairs % n, labels)
+
+
+def _union_find(labels: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     # Union-find with hooking and pointer jumping, vectorized over all edges: labels[x] is always a node of x's
     # cluster with index <= x, roots hook onto smaller roots only, so the loop ends with every root at its
     # cluster's smallest index. Rounds are few: a shuffled 200k-document chain takes 12, and the pointer jumping
@@ -319,3 +344,21 @@ def near_duplicate_clusters(band_hashes: np.ndarray, valid: np.ndarray | None = 
             if np.array_equal(jumped, labels):
                 break
             labels = jumped
+
+
+def _best_earlier_match(band_hashes: np.ndarray, later: np.ndarray, earlier: np.ndarray,
+                        labels: np.ndarray) -> np.ndarray:
+    """For each document, of the candidate pairs (later, earlier) it is the later one of, the earlier document
+    sharing the most bands; its cluster's representative when it has none."""
+    step = 65536
+    shared = np.concatenate([
+        (band_hashes[later[i : i + step]] == band_hashes[earlier[i : i + step]]).sum(axis=1)
+        for i in range(0, len(later), step)
+    ])
+    order = np.lexsort((earlier, -shared, later))  # by document, then most shared bands, then smallest candidate
+    later, earlier = later[order], earlier[order]
+    best = np.ones(len(later), dtype=bool)
+    best[1:] = later[1:] != later[:-1]
+    matched = labels.copy()
+    matched[later[best]] = earlier[best]
+    return matched

@@ -7,31 +7,61 @@ files under `cache_dir`, keyed by a hash of everything that produced them, so ch
 reruns dedup but not cleaning. The whole run is keyed the same way: a second `prepare` with an unchanged
 config and unchanged input files returns at once.
 
+Outputs appear whole or not at all: a run holds a lock on its folders (a second run refuses at once, naming the
+first), writes everything into a temporary folder inside `output_dir`, and only then removes the old
+fingerprint (prepare_stats.json), moves the token files, tokenizer and rejected documents into place and writes
+the new fingerprint last. Whatever kills a run, the folder holds either the old outputs with their fingerprint,
+or outputs without one, which the next run redoes. Being "up to date" also needs every token file's sidecar to
+match the stats and to name the SHA-256 of the tokenizer.json beside it.
+
 `lit-llm prepare --config configs/data/<name>.yaml` and `PretrainDataModule(prepare=...)` both end up here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lit_llm.atomic import (
+    TEMP_PREFIX,
+    FolderLock,
+    OutputError,
+    atomic_write_text,
+    describe_os_error,
+    fsync_dir,
+    remove_stale_temp_files,
+)
 from lit_llm.data import stats as report
 from lit_llm.data import steps
 from lit_llm.data.clean import CleanConfig
 from lit_llm.data.dedup import DedupConfig
 from lit_llm.data.filters import FilterConfig
+from lit_llm.data.shards import open_token_file, sidecar_path
 from lit_llm.data.sources import SourceStats, _is_builtin, _resolve, iter_documents
-from lit_llm.errors import ConfigError, DataError
+from lit_llm.data.tokenizer import SPECIAL_TOKENS
+from lit_llm.errors import ConfigError, DataError, LitLLMError
 
 log = logging.getLogger(__name__)
 
 STATS_FILE = "prepare_stats.json"
 REJECTED_FILE = "rejected.jsonl"
+# Everything a run writes beside the stats; a file a run does not write (val.bin with val_fraction 0) is removed.
+OUTPUT_FILES = ("train.bin", "train.json", "val.bin", "val.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", REJECTED_FILE)
+_STAGING_PREFIX = f"{TEMP_PREFIX}prepare-"
+_DATASETS_TEMP = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile's names: what datasets.map writes before renaming
 
 
 @dataclass
@@ -42,6 +72,21 @@ class TokenizerConfig:
     vocab_size: int = 8192
     min_frequency: int = 2
     special_tokens: list[str] | None = None  # None: <pad> <unk> <s> </s> and the chat-role tokens
+
+    def __post_init__(self) -> None:
+        if self.path:
+            return
+        specials = list(dict.fromkeys(SPECIAL_TOKENS if self.special_tokens is None else self.special_tokens))
+        minimum = 256 + len(specials)
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < minimum:
+            raise ConfigError(
+                f"prepare config: tokenizer.vocab_size must be at least {minimum}, got {self.vocab_size!r}: a "
+                f"byte-level BPE holds all 256 byte values plus the {len(specials)} special tokens before any merge"
+            )
+        if isinstance(self.min_frequency, bool) or not isinstance(self.min_frequency, int) or self.min_frequency < 1:
+            raise ConfigError(
+                f"prepare config: tokenizer.min_frequency must be an integer >= 1, got {self.min_frequency!r}"
+            )
 
 
 @dataclass
@@ -119,52 +164,190 @@ def prepare(config: PrepareConfig, force: bool = False, progress: bool = True) -
     """Run every step, write the token files, tokenizer, stats and rejected documents to `output_dir`.
 
     Returns the stats (also written to prepare_stats.json). Skips the work when `output_dir` already holds
-    the outputs of the same config and inputs, unless `force`.
+    the whole outputs of the same config and inputs, unless `force`. Raises OutputError at once when another
+    run holds `output_dir` (or `cache_dir`).
     """
     out = Path(config.output_dir)
+    cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     key = config_hash(config)
-    previous = _read_json(out / STATS_FILE)
-    if not force and previous and previous.get("config_hash") == key and _outputs_exist(out, previous):
-        log.info("%s is up to date (config hash %s)", out, key)
-        return {**previous, "up_to_date": True}
+    if not force and out.is_dir() and not os.access(out, os.W_OK):
+        # A read-only folder may hold finished outputs (a shared, prepared data set): reading them needs no lock.
+        # If it does not, taking the lock below says the folder cannot be written.
+        previous = _up_to_date(out, key)
+        if previous is not None:
+            return previous
+    try:
+        with _locked(out, cache):
+            _remove_stale_files(out, cache)
+            if not force:
+                previous = _up_to_date(out, key)
+                if previous is not None:
+                    return previous
+            with _progress_bars(progress):
+                return _run(config, out, cache, key, progress)
+    except OSError as exc:
+        folder = _output_folder_of(exc, out, cache)
+        if isinstance(exc, LitLLMError) or folder is None:
+            raise
+        raise OutputError(describe_os_error(exc, folder)) from None
+
+
+@contextlib.contextmanager
+def _progress_bars(on: bool) -> Iterator[None]:
+    """datasets' progress bars on or off for the run, and back as they were after."""
     import datasets
 
-    cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     was_enabled = datasets.is_progress_bar_enabled()
-    (datasets.enable_progress_bars if progress else datasets.disable_progress_bars)()
+    (datasets.enable_progress_bars if on else datasets.disable_progress_bars)()
     try:
-        return _run(config, out, cache, key, progress)
+        yield
     finally:
         (datasets.enable_progress_bars if was_enabled else datasets.disable_progress_bars)()
 
 
 def _run(config: PrepareConfig, out: Path, cache: Path, key: str, progress: bool) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    with steps.RejectedWriter(out / REJECTED_FILE if config.write_rejected else None) as rejected:
-        ds, source_stats, read_stage = read_documents(config, cache, progress)
-        t0 = time.perf_counter()
-        ds, seconds = steps.process_documents(
-            ds, config.clean, config.filters, config.dedup, config.num_proc, config.batch_size, cache
+    # Everything is written here first and moved into `out` only once the whole run has succeeded.
+    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    try:
+        with steps.RejectedWriter(staging / REJECTED_FILE if config.write_rejected else None) as rejected:
+            ds, source_stats, read_stage = read_documents(config, cache, progress)
+            t0 = time.perf_counter()
+            ds, seconds = steps.process_documents(
+                ds, config.clean, config.filters, config.dedup, config.num_proc, config.batch_size, cache
+            )
+            ds, stages = steps.select_documents(ds, config.dedup, seconds, rejected)
+            pass_seconds = time.perf_counter() - t0
+        train_ds, val_ds = steps.split(ds, config.val_fraction)
+        tc = config.tokenizer
+        tok, tok_stage = steps.build_tokenizer(
+            train_ds, tc.path, tc.vocab_size, tc.min_frequency, tc.special_tokens, config.batch_size, progress
         )
-        ds, stages = steps.select_documents(ds, config.dedup, seconds, rejected)
-        pass_seconds = time.perf_counter() - t0
-    train_ds, val_ds = steps.split(ds, config.val_fraction)
-    tc = config.tokenizer
-    tok, tok_stage = steps.build_tokenizer(
-        train_ds, tc.path, tc.vocab_size, tc.min_frequency, tc.special_tokens, config.batch_size, progress
-    )
-    splits, write_stage = steps.write_token_files({"train": train_ds, "val": val_ds}, tok, out, config.batch_size,
-                                                  progress)
-    stats = report.summarize(source_stats, [read_stage, *stages, tok_stage, write_stage], splits)
-    stats.update(
-        clean_filter_dedup_seconds=round(pass_seconds, 3),  # wall clock of the pass, all workers together
-        config_hash=key,
-        pipeline_version=steps.PIPELINE_VERSION,
-        config=config.to_dict(),
-        rejected_file=REJECTED_FILE if config.write_rejected else None,
-    )
-    (out / STATS_FILE).write_text(json.dumps(stats, indent=2))
-    return stats
+        splits, write_stage = steps.write_token_files({"train": train_ds, "val": val_ds}, tok, staging,
+                                                      config.batch_size, progress)
+        stats = report.summarize(source_stats, [read_stage, *stages, tok_stage, write_stage], splits)
+        stats.update(
+            clean_filter_dedup_seconds=round(pass_seconds, 3),  # wall clock of the pass, all workers together
+            config_hash=key,
+            pipeline_version=steps.PIPELINE_VERSION,
+            config=config.to_dict(),
+            rejected_file=REJECTED_FILE if config.write_rejected else None,
+        )
+        _commit(staging, out, stats)
+        return stats
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(staging: Path, out: Path, stats: dict[str, Any]) -> None:
+    """Move a finished run's files from `staging` into `out`, the fingerprint (the stats) removed first and
+    written last: until it is back, no check calls the folder up to date."""
+    produced = [name for name in OUTPUT_FILES if (staging / name).is_file()]
+    (out / STATS_FILE).unlink(missing_ok=True)
+    fsync_dir(out)
+    for name in produced:
+        _fsync(staging / name)
+        os.replace(staging / name, out / name)
+    for name in OUTPUT_FILES:
+        if name not in produced:
+            (out / name).unlink(missing_ok=True)
+    fsync_dir(out)
+    atomic_write_text(out / STATS_FILE, json.dumps(stats, indent=2))
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _locked(out: Path, cache: Path) -> Iterator[None]:
+    """Hold the output folder, and the cache folder when it is elsewhere, for the whole run."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(FolderLock(out, "lit-llm prepare"))
+        if not _inside(cache, out):
+            stack.enter_context(FolderLock(cache, "lit-llm prepare"))
+        yield
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _remove_stale_files(out: Path, cache: Path) -> None:
+    """Delete what a killed run left behind (call holding the locks): its temporary folder in `out`, temporary
+    files of lit_llm.atomic, datasets' unrenamed map outputs and the read step's .partial files."""
+    removed = 0
+    for staging in out.glob(f"{_STAGING_PREFIX}*"):
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+            removed += 1
+    stale = [*out.glob("*.bin.tmp"), *cache.glob("read-*/*.partial")]  # *.bin.tmp: older TokenWriter versions
+    if cache.is_dir():
+        stale += [p for p in cache.iterdir() if _is_datasets_temp(p)]
+    for p in stale:
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    for folder in (out, cache, *cache.glob("read-*")):
+        if folder.is_dir():
+            removed += remove_stale_temp_files(folder)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run in %s", removed, out)
+
+
+def _is_datasets_temp(path: Path) -> bool:
+    """A file datasets.map was writing when its run was killed: a tempfile name, and empty or an Arrow stream (the
+    content check keeps a cache_dir shared with other programs, /tmp say, safe from this clean-up)."""
+    if not _DATASETS_TEMP.fullmatch(path.name) or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as f:
+            return f.read(4) in (b"", b"\xff\xff\xff\xff")  # the continuation marker an Arrow stream starts with
+    except OSError:
+        return False
+
+
+def _up_to_date(out: Path, key: str) -> dict[str, Any] | None:
+    """The stats of `out` when it holds the whole outputs of the config and inputs hashed to `key`, else None."""
+    previous = _read_json(out / STATS_FILE)
+    if not previous or previous.get("config_hash") != key:
+        return None
+    problem = _outputs_problem(out, previous)
+    if problem is not None:
+        log.warning("%s does not hold the whole outputs of this config: %s", out, problem)
+        return None
+    log.info("%s is up to date (config hash %s)", out, key)
+    return {**previous, "up_to_date": True}
+
+
+def _outputs_problem(out: Path, stats: dict) -> str | None:
+    """Why the files in `out` are not the ones `stats` describes, or None when they are."""
+    if not (out / "tokenizer.json").is_file():
+        return f"{out / 'tokenizer.json'} is missing"
+    if not stats.get("splits"):
+        return f"{out / STATS_FILE} records no token files"
+    for name, meta in stats["splits"].items():
+        path = out / f"{name}.bin"
+        sidecar = sidecar_path(path)
+        if _read_json(sidecar) != meta:
+            return f"{sidecar} is not the sidecar {STATS_FILE} records"
+        if not meta.get("tokenizer_sha256"):
+            return f"{sidecar} records no tokenizer hash (written by an older lit_llm)"
+        try:
+            open_token_file(path)  # checks the size against the sidecar and the tokenizer against its hash
+        except DataError as exc:
+            return str(exc)
+    return None
+
+
+def _output_folder_of(exc: OSError, out: Path, cache: Path) -> Path | None:
+    """The folder an OSError a user can fix (permissions, space) of writing the outputs or the cache is about;
+    None for any other error, such as one of reading an input."""
+    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        return None
+    if exc.filename is None:
+        return out if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    return next((folder for folder in (cache, out) if _inside(Path(exc.filename), folder)), None)
 
 
 def read_documents(config: PrepareConfig, cache: Path, progress: bool = True):
@@ -198,7 +381,7 @@ def read_documents(config: PrepareConfig, cache: Path, progress: bool = True):
                 bar.update(len(ids))
         partial.rename(arrow)
         cached = asdict(source_stats)
-        stats_file.write_text(json.dumps(cached))
+        atomic_write_text(stats_file, json.dumps(cached))
     source_stats = SourceStats(**cached)
     if source_stats.documents == 0:
         raise DataError(
@@ -259,11 +442,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _outputs_exist(out: Path, stats: dict) -> bool:
-    names = ["tokenizer.json", *(f"{s}.bin" for s in stats.get("splits", {}))]
-    return all((out / n).is_file() for n in names)
 
 
 def _reasons(reasons: dict[str, int]) -> str:

@@ -37,19 +37,35 @@ class WindowDataset(Dataset):
         return {"input_ids": window[:-1], "targets": window[1:]}
 
 
+def spread_order(n: int) -> np.ndarray:
+    """0..n-1 ordered so that every prefix is spread evenly over the range: item i is the rank of frac(i / φ)
+    among all n such values (a golden-ratio Weyl sequence). The first k items are never more than about
+    1.6 n / k apart, and every other item (what one of two ranks gets) is spread as well. No seed: fixed."""
+    position = (np.arange(n, dtype=np.float64) * ((5**0.5 - 1) / 2)) % 1.0
+    order = np.empty(n, dtype=np.int64)
+    order[np.argsort(position, kind="stable")] = np.arange(n, dtype=np.int64)
+    return order
+
+
 class WindowSampler(DistributedSampler):
     """Window start offsets for one rank: one global order per epoch, dealt out round-robin to ranks.
 
     Sequential mode walks the corpus in order; random mode shifts the window grid by a random offset
-    each epoch and shuffles the windows, so every token is seen about once per epoch. Because every
+    each epoch and shuffles the windows, so every token is seen about once per epoch; spread mode (without
+    shuffle, for validation) takes the grid's windows in `spread_order`, the same every time, so a limited
+    validation (`limit_val_batches`) scores windows from the whole file and runs compare. Because every
     rank derives the same global order, N ranks at micro-batch b see exactly the windows one process
     sees at micro-batch N*b. It subclasses DistributedSampler so Lightning does not wrap it again.
     """
 
     def __init__(
-        self, dataset: WindowDataset, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0
+        self, dataset: WindowDataset, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+        spread: bool = False,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        if spread and shuffle:
+            raise ValueError("WindowSampler: spread is an order of its own; it excludes shuffle")
+        self.spread = spread
         self.block_size = dataset.block_size
         self.num_tokens = len(dataset.tokens)
         self.num_windows = (self.num_tokens - 1) // self.block_size
@@ -60,6 +76,8 @@ class WindowSampler(DistributedSampler):
 
     def global_order(self, epoch: int) -> np.ndarray:
         starts = np.arange(self.num_windows, dtype=np.int64) * self.block_size
+        if self.spread:
+            return starts[spread_order(self.num_windows)]
         if not self.shuffle:
             return starts
         rng = np.random.default_rng([self.seed, epoch])
@@ -117,6 +135,7 @@ class PretrainDataModule(LightningDataModule):
             prepare = prepare.to_dict()
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
+        self.prepare_config()  # a bad pipeline option fails here, before any data is read
         self.block_size = block_size
         self.batch_size = batch_size
         self.train: TokenFile | None = None
@@ -159,12 +178,16 @@ class PretrainDataModule(LightningDataModule):
             raise DataError(f"token file not found: {train_path}{hint}")
         self.train = open_token_file(train_path, vocab_size=hp.vocab_size)
         tokens = self.train.tokens
+        opened = [self.train]
         val_path = self.data_dir / hp.val_file if hp.val_file else None
         if val_path is not None and val_path.exists():
-            self.val_tokens = open_token_file(val_path, vocab_size=self.train.vocab_size).tokens
+            val = open_token_file(val_path, vocab_size=self.train.vocab_size)
+            opened.append(val)
+            self.val_tokens = val.tokens
         elif hp.val_fraction > 0:
             cut = int(len(tokens) * (1 - hp.val_fraction))
             tokens, self.val_tokens = tokens[:cut], tokens[cut:]
+        self._check_tokenizer(opened)
         self.train_tokens = tokens
         needed = self.block_size + 1
         if len(tokens) < needed:
@@ -182,6 +205,21 @@ class PretrainDataModule(LightningDataModule):
             log.warning("validation split has %d tokens, fewer than one window: validation is skipped", len(self.val_tokens))
             self.val_tokens = None
 
+    def _check_tokenizer(self, files: list[TokenFile]) -> None:
+        """The tokenizer beside the token files must hold every id they use (open_token_file has already checked
+        it against the hash a sidecar records; this catches files from before hashes were recorded)."""
+        path = self._tokenizer_path()
+        if path is None or not path.is_file():
+            return
+        tok = self.tokenizer
+        for tf in files:
+            if tf.max_token_id is not None and tf.max_token_id >= tok.vocab_size:
+                raise DataError(
+                    f"{tf.path} holds token id {tf.max_token_id}, but its tokenizer {tok.path} has only "
+                    f"{tok.vocab_size} tokens: the token files were not made with this tokenizer; rerun the "
+                    "prepare that made them"
+                )
+
     def _world(self) -> tuple[int, int]:
         return world_of(self.trainer)
 
@@ -194,18 +232,24 @@ class PretrainDataModule(LightningDataModule):
     @property
     def tokenizer(self) -> Tokenizer | None:
         if self._tokenizer is None:
-            path = self.train.tokenizer if self.train is not None else None
-            if path is None:
-                candidate = self.data_dir / "tokenizer.json"
-                path = candidate if candidate.exists() else None
+            path = self._tokenizer_path()
             if path is not None:
                 self._tokenizer = Tokenizer(path)
         return self._tokenizer
 
-    def _loader(self, tokens: np.ndarray, shuffle: bool) -> ResumableDataLoader:
+    def _tokenizer_path(self) -> Path | None:
+        """The tokenizer the training file's sidecar names, else data_dir/tokenizer.json if there is one."""
+        path = self.train.tokenizer if self.train is not None else None
+        if path is None:
+            candidate = self.data_dir / "tokenizer.json"
+            path = candidate if candidate.exists() else None
+        return path
+
+    def _loader(self, tokens: np.ndarray, shuffle: bool, spread: bool = False) -> ResumableDataLoader:
         rank, world = self._world()
         dataset = WindowDataset(tokens, self.block_size)
-        sampler = WindowSampler(dataset, shuffle=shuffle, seed=self.hparams.seed, num_replicas=world, rank=rank)
+        sampler = WindowSampler(dataset, shuffle=shuffle, seed=self.hparams.seed, num_replicas=world, rank=rank,
+                                spread=spread)
         return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -226,9 +270,9 @@ class PretrainDataModule(LightningDataModule):
             # Few validation windows: one smaller batch rather than none.
             rank, world = self._world()
             dataset = WindowDataset(self.val_tokens, self.block_size)
-            sampler = WindowSampler(dataset, shuffle=False, num_replicas=world, rank=rank)
+            sampler = WindowSampler(dataset, shuffle=False, num_replicas=world, rank=rank, spread=True)
             return DataLoader(dataset, batch_size=max(1, len(sampler)), sampler=sampler)
-        return self._loader(self.val_tokens, shuffle=False)
+        return self._loader(self.val_tokens, shuffle=False, spread=True)
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()

@@ -1,20 +1,22 @@
 """Flat binary token files with a JSON sidecar, read through a memory map.
 
 `train.bin` holds token ids back to back (uint16 when the vocabulary fits, else uint32) with the
-EOS id between documents; `train.json` beside it records the format. nanoGPT's raw `train.bin`
-(uint16, no sidecar) opens as-is when the vocabulary size is given.
+EOS id between documents; `train.json` beside it records the format, the token count and the SHA-256 of the
+tokenizer.json that made the ids, so a token file is never read with a tokenizer it was not made with.
+nanoGPT's raw `train.bin` (uint16, no sidecar) opens as-is when the vocabulary size is given.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lit_llm.atomic import atomic_write, atomic_write_text
 from lit_llm.errors import DataError
 
 FORMAT = "lit_llm.tokens/v1"
@@ -29,17 +31,32 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks), or None when there is no such file."""
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class TokenWriter:
-    """Appends token ids to a .bin file and writes its sidecar on close; the files appear atomically."""
+    """Appends token ids to a .bin file and writes its sidecar on close; each file appears whole or not at all.
+
+    `tokenizer` is the tokenizer.json the ids come from, relative to the token file's folder; when it is there as
+    the writer opens, the sidecar records its SHA-256 (`tokenizer_sha256`), which `open_token_file` checks."""
 
     def __init__(self, path: str | Path, vocab_size: int, tokenizer: str | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.vocab_size = vocab_size
         self.tokenizer = tokenizer
+        self.tokenizer_sha256 = file_digest(self.path.parent / tokenizer) if tokenizer else None
         self.dtype = token_dtype(vocab_size)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._file = open(self._tmp, "wb")
+        # A temporary file beside the target, synced and renamed on close (lit_llm.atomic).
+        self._atomic = atomic_write(self.path, "wb")
+        self._file = self._atomic.__enter__()
         self.num_tokens = 0
         self.num_bytes = 0
         self.num_documents = 0
@@ -58,7 +75,6 @@ class TokenWriter:
         self.num_documents += documents
 
     def close(self) -> dict:
-        self._file.close()
         meta = {
             "format": FORMAT,
             "dtype": self.dtype.name,
@@ -68,21 +84,32 @@ class TokenWriter:
             "num_documents": self.num_documents,
             "max_token_id": self.max_token_id,
             "tokenizer": self.tokenizer,
+            "tokenizer_sha256": self.tokenizer_sha256,
         }
-        os.replace(self._tmp, self.path)
-        sidecar_path(self.path).write_text(json.dumps(meta, indent=2) + "\n")
+        self._atomic.__exit__(None, None, None)
+        # After the token file: a sidecar never describes a file that is not there yet; a crash between the two
+        # renames leaves a token count that open_token_file finds at odds with the file's size.
+        atomic_write_text(sidecar_path(self.path), json.dumps(meta, indent=2) + "\n")
         self.meta = meta
         return meta
 
     def __enter__(self) -> TokenWriter:
         return self
 
-    def __exit__(self, exc_type, *_) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
         else:
-            self._file.close()
-            self._tmp.unlink(missing_ok=True)
+            self.abort(exc)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop what was written; the token file keeps its old content, if it had any."""
+        exc = exc if exc is not None else RuntimeError("token writing aborted")
+        try:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+        except BaseException as raised:
+            if raised is not exc:
+                raise
 
 
 @dataclass
@@ -94,6 +121,7 @@ class TokenFile:
     vocab_size: int
     num_bytes: int | None = None
     tokenizer: Path | None = None
+    max_token_id: int | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -107,6 +135,7 @@ def open_token_file(path: str | Path, vocab_size: int | None = None) -> TokenFil
     meta_path = sidecar_path(path)
     max_id = None
     num_bytes = None
+    num_tokens = None
     tokenizer = None
     if meta_path.is_file():
         try:
@@ -128,8 +157,10 @@ def open_token_file(path: str | Path, vocab_size: int | None = None) -> TokenFil
         vocab_size = file_vocab
         max_id = meta.get("max_token_id")
         num_bytes = meta.get("num_bytes") or None
+        num_tokens = meta.get("num_tokens")
         if meta.get("tokenizer"):
             tokenizer = (meta_path.parent / meta["tokenizer"]).resolve()
+            _check_tokenizer_digest(path, meta_path, tokenizer, meta.get("tokenizer_sha256"))
     else:
         if vocab_size is None:
             raise DataError(
@@ -142,12 +173,30 @@ def open_token_file(path: str | Path, vocab_size: int | None = None) -> TokenFil
         raise DataError(f"token file is empty: {path}")
     if size % dtype.itemsize:
         raise DataError(f"{path}: size {size} bytes is not a multiple of {dtype.name}'s {dtype.itemsize} bytes")
+    if num_tokens is not None and size != int(num_tokens) * dtype.itemsize:
+        raise DataError(
+            f"{path} holds {size // dtype.itemsize:,} tokens but its sidecar {meta_path.name} says "
+            f"{int(num_tokens):,}: the two files come from different runs (an interrupted write); rerun the prepare "
+            "that made them"
+        )
     tokens = np.memmap(path, dtype=dtype, mode="r")
     if max_id is None:
         max_id = max(int(tokens[i : i + _SCAN_CHUNK].max()) for i in range(0, len(tokens), _SCAN_CHUNK))
     if max_id >= vocab_size:
         raise DataError(f"{path}: token id {max_id} is beyond the vocabulary (vocab_size {vocab_size})")
-    return TokenFile(path=path, tokens=tokens, vocab_size=vocab_size, num_bytes=num_bytes, tokenizer=tokenizer)
+    return TokenFile(path=path, tokens=tokens, vocab_size=vocab_size, num_bytes=num_bytes, tokenizer=tokenizer,
+                     max_token_id=int(max_id))
+
+
+def _check_tokenizer_digest(path: Path, meta_path: Path, tokenizer: Path, recorded: str | None) -> None:
+    """The tokenizer beside a token file must be the one its sidecar recorded (when it recorded one)."""
+    if not recorded or not tokenizer.is_file():
+        return
+    if file_digest(tokenizer) != recorded:
+        raise DataError(
+            f"{path} was not made with {tokenizer}: the tokenizer's SHA-256 differs from the one recorded in "
+            f"{meta_path} (the files come from different runs); rerun the prepare that made them"
+        )
 
 
 def require_eos(tokenizer) -> int:
@@ -206,9 +255,9 @@ def write_documents(
             if len(batch) >= batch_size:
                 flush()
         flush()
-    except BaseException:
+    except BaseException as exc:
         for w in writers.values():
-            w.__exit__(RuntimeError, None, None)
+            w.abort(exc)
         raise
     metas = {split: w.close() for split, w in writers.items()}
     if metas["val"]["num_tokens"] == 0:  # no validation split asked for: leave no empty file behind

@@ -52,6 +52,8 @@ def format_table(stats: dict[str, Any]) -> str:
         lines.append(f"{s['stage']:<26}{s['docs_in']:>11,}{s['docs_out']:>11,}{removed:>10,}{mb:>10}{s['seconds']:>10.2f}")
         for reason, n in sorted(s["removed"].items(), key=lambda kv: -kv[1]):
             lines.append(f"  {reason:<46}{n:>10,}")
+        if s.get("decode_replacements"):  # not a removal: the documents stay, with U+FFFD for the bad bytes
+            lines.append(f"  {'non-UTF-8 docs kept, bytes replaced (U+FFFD)':<46}{s['decode_replacements']:>10,}")
     for name, meta in stats["splits"].items():
         bpt = meta["num_bytes"] / meta["num_tokens"] if meta["num_tokens"] else 0.0
         lines.append(

@@ -8,9 +8,13 @@ are never hashed. Each worker times its steps, so the stats still give seconds p
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import os
+import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,10 +32,11 @@ from lit_llm.data.dedup import (
     dedup_words,
     exact_duplicate_of,
     exact_hashes,
-    near_duplicate_clusters,
+    near_duplicates,
 )
 from lit_llm.data.filters import FilterConfig, first_failing_rule, remove_boilerplate_lines
 from lit_llm.data.shards import TokenWriter, append_documents, require_eos
+from lit_llm.data.shards import file_digest  # noqa: F401  (steps.file_digest: prepare and the pipeline use it)
 from lit_llm.data.tokenizer import Tokenizer, train_bpe
 from lit_llm.errors import DataError
 
@@ -64,18 +69,23 @@ def process_documents(ds, clean: CleanConfig, filters: FilterConfig, dedup: Dedu
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         kwargs["cache_file_name"] = str(cache / f"process-{key}.arrow")
-    ds = ds.map(
-        _process_batch, fn_kwargs={"clean": clean, "filters": filters, "exact": dedup.exact, "hasher": hasher},
-        batched=True, batch_size=batch_size, num_proc=procs if procs > 1 else None, remove_columns=ds.column_names,
-        features=Features(columns), new_fingerprint=key, desc="clean, filter, hash", **kwargs,
-    )
+    fn_kwargs = {"clean": clean, "filters": filters, "exact": dedup.exact, "hasher": hasher, "parent_pid": os.getpid()}
+    with forks_die_with_this_process():
+        ds = ds.map(
+            _process_batch, fn_kwargs=fn_kwargs,
+            batched=True, batch_size=batch_size, num_proc=procs if procs > 1 else None,
+            remove_columns=ds.column_names, features=Features(columns), new_fingerprint=key,
+            desc="clean, filter, hash", **kwargs,
+        )
     table = ds.data.table
     seconds = {s: float(np.sum(table.column(f"seconds_{s}").to_numpy())) / procs for s in _TIMED_STEPS}
     return ds, seconds
 
 
 def _process_batch(batch: dict[str, list], clean: CleanConfig, filters: FilterConfig, exact: bool,
-                   hasher: MinHasher | None) -> dict[str, Any]:
+                   hasher: MinHasher | None, parent_pid: int | None = None) -> dict[str, Any]:
+    if parent_pid is not None and os.getpid() != parent_pid:
+        die_with_parent()
     t0 = time.perf_counter()
     raw = batch["text"]
     texts = [clean_text(t, clean) for t in raw]
@@ -116,6 +126,62 @@ def _process_batch(batch: dict[str, list], clean: CleanConfig, filters: FilterCo
     for step, seconds in zip(_TIMED_STEPS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
         out[f"seconds_{step}"] = [seconds / n] * n
     return out
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_dies_with_parent: int | None = None  # the process id that last asked, so each worker asks once
+_forks_die_with: int | None = None  # while a map runs: the process whose forked children die with it
+_fork_hook_registered = False
+
+
+def die_with_parent() -> None:
+    """Have Linux kill this worker process when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+
+    `datasets.map` workers block on their task queue forever once the parent is gone: after a SIGKILL of
+    `prepare` they would keep running, holding the cache files and (the file descriptor is inherited) the output
+    folder's lock. Called in each worker the first time the mapped function runs there, which covers workers
+    started by exec (the spawn method); forked ones are covered from the fork on (`forks_die_with_this_process`)."""
+    global _dies_with_parent
+    pid = os.getpid()
+    if _dies_with_parent == pid or not sys.platform.startswith("linux"):
+        return
+    _dies_with_parent = pid
+    _set_parent_death_signal(os.getppid())
+
+
+def _set_parent_death_signal(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect: nobody will signal us
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _after_fork_in_child() -> None:
+    if _forks_die_with is not None and _forks_die_with == os.getppid():
+        _set_parent_death_signal(_forks_die_with)
+
+
+@contextlib.contextmanager
+def forks_die_with_this_process() -> Iterator[None]:
+    """While inside, every process this one forks is killed when this one dies (Linux; elsewhere a no-op).
+
+    Besides its workers, a `datasets.map` with num_proc forks a multiprocessing Manager server that never runs the
+    mapped function; it too would outlive a killed parent, and hold the output folder's lock."""
+    global _forks_die_with, _fork_hook_registered
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_registered = True
+    previous, _forks_die_with = _forks_die_with, os.getpid()
+    try:
+        yield
+    finally:
+        _forks_die_with = previous
 
 
 def select_documents(ds, dedup: DedupConfig, seconds: dict[str, float], rejected: RejectedWriter | None = None):
@@ -160,11 +226,13 @@ def select_documents(ds, dedup: DedupConfig, seconds: dict[str, float], rejected
         t0 = time.perf_counter()
         bands_col = table.column("bands").combine_chunks()
         bands = bands_col.flatten().to_numpy().reshape(n, -1)[keep]
-        rep = near_duplicate_clusters(bands, table.column("valid").to_numpy(zero_copy_only=False)[keep])
+        rep, matched = near_duplicates(bands, table.column("valid").to_numpy(zero_copy_only=False)[keep])
         own = rep == np.arange(len(keep))
         dup = np.flatnonzero(~own)
         if rejected is not None:
-            rejected.write(ds, keep[dup], "near_dedup", "near_duplicate", duplicate_of=ids[keep[rep[dup]]])
+            # The document each one was matched with, not its cluster's first: through a chain A~B~C the cluster
+            # keeps A, but C is a copy of B and may share little with A.
+            rejected.write(ds, keep[dup], "near_dedup", "near_duplicate", duplicate_of=ids[keep[matched[dup]]])
         stage = report.stage("near_dedup", len(keep), int(own.sum()), seconds["minhash"] + time.perf_counter() - t0,
                              removed={"near_duplicate": len(dup)})
         stage["clusters"] = int(len(np.unique(rep[dup])))
@@ -205,7 +273,7 @@ def build_tokenizer(train_ds, path: str | None, vocab_size: int, min_frequency: 
 def write_token_files(splits: dict[str, Any], tok: Tokenizer, out: Path, batch_size: int = 1000,
                       progress: bool = True):
     """Tokenize each split into <name>.bin (EOS after every document) with its sidecar, and save the tokenizer
-    beside them. Returns ({split: sidecar meta}, stage record)."""
+    beside them first, so that each sidecar records its SHA-256. Returns ({split: sidecar meta}, stage record)."""
     from tqdm.auto import tqdm
 
     require_eos(tok)
@@ -273,17 +341,6 @@ def batches(docs: Iterator[str], size: int = 10_000) -> Iterator[tuple[list[int]
             ids, texts = [], []
     if texts:
         yield ids, texts
-
-
-def file_digest(path: Path) -> str | None:
-    """SHA-256 of a file's bytes (read in 1 MiB blocks), or None when there is no such file."""
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(*parts: Any) -> str:
