@@ -103,6 +103,7 @@ def prepare_command(argv: list[str]) -> None:
         prog="lit-llm prepare",
         description="Clean, filter and deduplicate raw text, train a tokenizer and write token files.",
         exit_on_error=False,
+        allow_abbrev=False,
     )
     parser.add_argument("--config", action="config", help="a YAML file with the options below")
     parser.add_class_arguments(PrepareConfig, nested_key=None, fail_untyped=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lit_llm.atomic import LOCK_FILE, TEMP_PREFIX
 from lit_llm.data.steps import file_digest, fingerprint
 from lit_llm.errors import ConfigError, LitLLMError
 
@@ -134,7 +135,9 @@ def step_fingerprint(step: Step, tokens: dict[str, str | None]) -> str | None:
 
 def _file_digest(path: Path) -> str | None:
     if path.is_dir():
-        return fingerprint(sorted((str(p.relative_to(path)), file_digest(p)) for p in path.rglob("*") if p.is_file()))
+        # A run's lock file and the temporary files of a write in progress are not content.
+        files = [p for p in path.rglob("*") if p.is_file() and p.name != LOCK_FILE and not p.name.startswith(TEMP_PREFIX)]
+        return fingerprint(sorted((str(p.relative_to(path)), file_digest(p)) for p in files))
     return file_digest(path)
 
 
