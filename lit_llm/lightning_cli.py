@@ -8,6 +8,7 @@ are never abbreviated (`--trainer.max_step` is an error, not `max_steps`).
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -62,7 +63,7 @@ class LitLLMCLI(LightningCLI):
         try:
             self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
         except SIGTERMException:
-            guard.signal = guard.signal or 15
+            guard.signal = guard.signal or signal.SIGTERM
         finally:
             guard.uninstall()
             for lock in locks:

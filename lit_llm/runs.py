@@ -104,7 +104,7 @@ def prepare_run_folder(trainer: pl.Trainer, ckpt_path: str | None, restart: bool
                 aside = folder.with_name(folder.name + PREVIOUS_SUFFIX)
                 if not restart:
                     raise ConfigError(
-                        f"{folder} already holds checkpoints of an earlier run ({_describe(folder, names)}). "
+                        f"{folder} already holds checkpoints of an earlier run ({_describe(names)}). "
                         f"Resume that run with --ckpt_path last, or start over with --restart true "
                         f"(moves them to {aside})"
                     )
@@ -117,9 +117,8 @@ def prepare_run_folder(trainer: pl.Trainer, ckpt_path: str | None, restart: bool
     return locks
 
 
-def _describe(folder: Path, names: list[str]) -> str:
-    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    return shown
+def _describe(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 def _move_aside(folder: Path, aside: Path) -> None:
