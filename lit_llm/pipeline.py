@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from lit_llm.atomic import LOCK_FILE, TEMP_PREFIX
-from lit_llm.data.steps import file_digest, fingerprint
+from lit_llm.data.shards import file_digest
+from lit_llm.data.steps import fingerprint
 from lit_llm.errors import ConfigError, LitLLMError
 
 STEP_KEYS = {"name", "command", "config", "args", "needs", "outputs", "inputs"}

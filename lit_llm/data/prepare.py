@@ -48,7 +48,7 @@ from lit_llm.data import steps
 from lit_llm.data.clean import CleanConfig
 from lit_llm.data.dedup import DedupConfig
 from lit_llm.data.filters import FilterConfig
-from lit_llm.data.shards import open_token_file, sidecar_path
+from lit_llm.data.shards import file_digest, open_token_file, sidecar_path
 from lit_llm.data.sources import SourceStats, _is_builtin, _resolve, iter_documents
 from lit_llm.data.tokenizer import SPECIAL_TOKENS
 from lit_llm.errors import ConfigError, DataError, LitLLMError
@@ -434,7 +434,7 @@ def _file_digest(path: str | None) -> str | None:
     if not path:
         return None
     p = Path(path)
-    return steps.file_digest(p / "tokenizer.json" if p.is_dir() else p)
+    return file_digest(p / "tokenizer.json" if p.is_dir() else p)
 
 
 def _read_json(path: Path) -> dict | None:

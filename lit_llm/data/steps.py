@@ -36,7 +36,6 @@ from lit_llm.data.dedup import (
 )
 from lit_llm.data.filters import FilterConfig, first_failing_rule, remove_boilerplate_lines
 from lit_llm.data.shards import TokenWriter, append_documents, require_eos
-from lit_llm.data.shards import file_digest  # noqa: F401  (steps.file_digest: prepare and the pipeline use it)
 from lit_llm.data.tokenizer import Tokenizer, train_bpe
 from lit_llm.errors import DataError
 
