@@ -214,6 +214,14 @@ _RUN_PREPARE = textwrap.dedent("""
 """)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes `pid` forked (the workers and datasets' Manager server), read from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         import psutil
@@ -249,13 +257,15 @@ def test_sigkilled_prepare_leaves_no_workers_and_holds_the_folder_until_then(tmp
         assert len(workers) == 2, (tmp_path / "log.txt").read_text()[-3000:]
         with pytest.raises(OutputError, match=rf"in use by another run \(lit-llm prepare, pid {proc.pid} "):
             prepare(cfg, progress=False)
+        forked = _children(proc.pid)
+        assert set(workers) < set(forked), forked  # and the Manager server
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(_alive(pid) for pid in forked) and time.monotonic() < deadline:
         time.sleep(0.05)
-    survivors = [pid for pid in workers if _alive(pid)]
+    survivors = [pid for pid in forked if _alive(pid)]
     for pid in survivors:  # do not leave them behind when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not survivors
