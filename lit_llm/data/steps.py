@@ -250,7 +250,8 @@ def split(ds, val_fraction: float):
 
 
 def build_tokenizer(train_ds, path: str | None, vocab_size: int, min_frequency: int,
-                    special_tokens: list[str] | None, batch_size: int = 1000, progress: bool = False):
+                    special_tokens: list[str] | None, batch_size: int = 1000, progress: bool = False,
+                    split_digits: bool = False):
     """Load the tokenizer at `path`, or train a byte-level BPE on the training documents.
     Returns (tokenizer, stage record)."""
     t0 = time.perf_counter()
@@ -262,7 +263,7 @@ def build_tokenizer(train_ds, path: str | None, vocab_size: int, min_frequency: 
     texts = (t for batch in train_ds.iter(batch_size=batch_size) for t in batch["text"])
     kwargs = {} if special_tokens is None else {"special_tokens": special_tokens}
     tok = train_bpe(texts, vocab_size=vocab_size, min_frequency=min_frequency, length=n, show_progress=progress,
-                    **kwargs)
+                    split_digits=split_digits, **kwargs)
     seconds = time.perf_counter() - t0
     n_bytes = int(np.sum(train_ds["bytes"], dtype=np.int64))
     return tok, report.stage("tokenizer", n, n, seconds) | {

@@ -179,8 +179,12 @@ def train_bpe(
     min_frequency: int = 2,
     show_progress: bool = False,
     length: int | None = None,
+    split_digits: bool = False,
 ) -> Tokenizer:
     """Train a byte-level BPE (GPT-2 style): every byte is in the alphabet, so decoding is lossless.
+
+    With `split_digits`, every digit is a token of its own (as in Llama and GPT-4's tokenizers): "1234" is four tokens,
+    so a model sees place value the same way in every number instead of memorizing one token per digit group.
 
     `special_tokens` (default `SPECIAL_TOKENS`) take ids 0, 1, ... in order. Pairs seen fewer than `min_frequency`
     times are not merged, so a small corpus may end below `vocab_size`. `length` is the number of texts, for the
@@ -207,7 +211,11 @@ def train_bpe(
         raise DataError("no text to train the tokenizer on: the texts are empty")
 
     tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits
+        else byte_level
+    )
     # The ByteLevel decoder only maps characters back to bytes: no space cleanup, so decode(encode(t)) == t.
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

@@ -375,3 +375,13 @@ def test_transformers_parity_for_a_gpt2_style_file(tmp_path):
     for hf in (bare, auto):
         assert_same_as_transformers(t, hf, PARITY + ["a<|endoftext|>b"])
     assert (auto.bos_token_id, auto.eos_token_id, auto.pad_token_id) == (t.bos_id, t.eos_id, None)
+
+
+def test_split_digits_gives_one_token_per_digit():
+    texts = ["What is 1234 + 5678? It is 6912, and 12 + 34 is 46."] * 50
+    split = train_bpe(texts, vocab_size=300, split_digits=True)
+    plain = train_bpe(texts, vocab_size=300)
+    ids = split.encode("1234 + 5678")
+    assert [split.decode([i]) for i in ids] == ["1", "2", "3", "4", " +", " ", "5", "6", "7", "8"]
+    assert split.decode(ids) == "1234 + 5678"
+    assert len(plain.encode("1234 + 5678")) < len(ids)  # without it, digit groups merge
