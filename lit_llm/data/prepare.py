@@ -72,6 +72,7 @@ class TokenizerConfig:
     vocab_size: int = 8192
     min_frequency: int = 2
     special_tokens: list[str] | None = None  # None: <pad> <unk> <s> </s> and the chat-role tokens
+    split_digits: bool = False  # one token per digit, as Llama and GPT-4 do: arithmetic sees place value
 
     def __post_init__(self) -> None:
         if self.path:
@@ -220,7 +221,8 @@ def _run(config: PrepareConfig, out: Path, cache: Path, key: str, progress: bool
         train_ds, val_ds = steps.split(ds, config.val_fraction)
         tc = config.tokenizer
         tok, tok_stage = steps.build_tokenizer(
-            train_ds, tc.path, tc.vocab_size, tc.min_frequency, tc.special_tokens, config.batch_size, progress
+            train_ds, tc.path, tc.vocab_size, tc.min_frequency, tc.special_tokens, config.batch_size, progress,
+            tc.split_digits
         )
         splits, write_stage = steps.write_token_files({"train": train_ds, "val": val_ds}, tok, staging,
                                                       config.batch_size, progress)
@@ -417,10 +419,16 @@ def _source_options(config: PrepareConfig) -> dict[str, Any]:
 
 
 def _input_fingerprint(sources: list[str]) -> list:
-    """(path, size, mtime) of every local input file; hf: and builtin sources are named as they are."""
+    """(path, size, mtime) of every local input file; hf: sources are named as they are, builtin ones with a digest
+    of the code that generates them."""
     out: list = []
     for source in sources:
-        paths = None if _is_builtin(source) else _resolve(source)
+        if _is_builtin(source):
+            from lit_llm.data.corpus import generator_digest
+
+            out.append([source, generator_digest()])
+            continue
+        paths = _resolve(source)
         if paths is None:
             out.append(source)
             continue

@@ -219,3 +219,13 @@ def test_prepare_command_runs_from_yaml(tmp_path, corpus, capsys):
         main(["prepare", "--config", str(yaml_file), "--dedup.treshold", "0.5"])
     assert exc.value.code == 2
     assert "treshold" in capsys.readouterr().err
+
+
+def test_a_builtin_source_goes_stale_when_the_code_that_writes_it_changes(monkeypatch):
+    from lit_llm.data import corpus
+    from lit_llm.data.prepare import _input_fingerprint
+
+    before = _input_fingerprint(["builtin:10"])
+    assert before == _input_fingerprint(["builtin:10"])
+    monkeypatch.setattr(corpus, "generator_digest", lambda: "edited")
+    assert _input_fingerprint(["builtin:10"]) != before
