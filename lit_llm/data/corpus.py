@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+from lit_llm.data.drills import practice_document
+
 NAMES = ["Ada", "Ben", "Cleo", "Dev", "Ema", "Finn", "Gus", "Hana", "Ivo", "Juno", "Kai", "Lena", "Milo", "Nia"]
 ANIMALS = ["fox", "owl", "cat", "dog", "bear", "hare", "wolf", "duck", "frog", "mouse"]
 ADJECTIVES = ["small", "brave", "quiet", "clever", "happy", "sleepy", "curious", "kind", "old", "young"]
@@ -81,11 +83,28 @@ def _description(rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def generate_corpus(num_documents: int = 6000, seed: int = 0) -> Iterator[str]:
-    """Yield `num_documents` documents; the same seed always gives the same corpus."""
+def generator_digest() -> str:
+    """A SHA-256 of the code that writes the built-in corpus (this module, the practice text and the tasks it draws
+    from), so that a cache of `builtin:N` goes stale when that code changes, as a file's does when it is edited."""
+    import hashlib
+    import importlib
+
+    digest = hashlib.sha256()
+    for name in ("lit_llm.data.corpus", "lit_llm.data.drills", "lit_llm.data.tasks"):
+        with open(importlib.import_module(name).__file__, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def generate_corpus(num_documents: int = 6000, seed: int = 0, practice: float = 0.5) -> Iterator[str]:
+    """Yield `num_documents` documents; the same seed always gives the same corpus. A `practice` share of them are
+    practice text (`lit_llm.data.drills`: copying, capitals, spelling, counting, sorting, sums, products)."""
     rng = random.Random(seed)
     kinds = [_story, _arithmetic, _description]
     for _ in range(num_documents):
+        if rng.random() < practice:
+            yield practice_document(rng)
+            continue
         n_paragraphs = rng.randint(1, 3)
         yield "\n\n".join(rng.choice(kinds)(rng) for _ in range(n_paragraphs))
 
