@@ -59,19 +59,8 @@ class Alpaca(PromptStyle):
     stop_tokens = ("</s>",)
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[str]:
-        parts: list[str] = []
-        for message in messages:
-            role, content = message["role"], message["content"]
-            if role == "system":
-                parts.append(f"{content}\n\n")
-            elif role == "user":
-                text = f"### Instruction:\n{content}\n\n"
-                if message.get("input"):
-                    text += f"### Input:\n{message['input']}\n\n"
-                parts.append(text + "### Response:\n")
-            else:
-                parts += [content, Special("</s>")]
-        return parts
+        return _render_turns(messages, system="{}\n\n", user="### Instruction:\n{}\n\n",
+                             input="### Input:\n{}\n\n", respond="### Response:\n")
 
 
 class Chat(PromptStyle):
@@ -95,7 +84,41 @@ class Chat(PromptStyle):
         return parts
 
 
-STYLES: dict[str, type[PromptStyle]] = {"alpaca": Alpaca, "chat": Chat}
+class QA(PromptStyle):
+    """A compact question-and-answer template for small models: `Q: {instruction}\nA: {response}</s>`.
+
+    The response follows "A:" after a space, so its first word is encoded as it is in running text (" honey", one
+    token of a byte-level BPE), not as the start of a line ("\nhoney", often split into pieces): a small model
+    answers with the tokens it met in pretraining. A system message, if any, is a line of its own first; turns of a
+    longer conversation follow one another on new lines."""
+
+    stop_tokens = ("</s>",)
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[str]:
+        return _render_turns(messages, system="{}\n", user="Q: {}", input="\n{}", respond="\nA:", answer=" {}",
+                             between="\n")
+
+
+def _render_turns(messages: list[dict[str, Any]], system: str, user: str, input: str, respond: str,
+                  answer: str = "{}", between: str = "") -> list[str]:
+    """Parts of an instruction template: each message's content in its role's format (a user message's Alpaca
+    `input`, if any, in `input`, then `respond`), each answer followed by EOS, and `between` after an answer that
+    another message follows."""
+    parts: list[str] = []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        lead = between if parts and isinstance(parts[-1], Special) else ""
+        if role == "system":
+            parts.append(lead + system.format(content))
+        elif role == "user":
+            extra = input.format(message["input"]) if message.get("input") else ""
+            parts.append(lead + user.format(content) + extra + respond)
+        else:
+            parts += [lead + answer.format(content), Special("</s>")]
+    return parts
+
+
+STYLES: dict[str, type[PromptStyle]] = {"alpaca": Alpaca, "chat": Chat, "qa": QA}
 
 
 def load_style(spec: str | dict[str, Any] | PromptStyle) -> PromptStyle:

@@ -19,6 +19,7 @@ from lit_llm.data.templates import (
     BoundaryError,
     Chat,
     Encoded,
+    QA,
     PromptStyle,
     Special,
     encode_conversation,
@@ -45,7 +46,7 @@ INSTRUCTION_TEXTS = [
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return train_bpe(list(generate_corpus(300, seed=1)) + INSTRUCTION_TEXTS, vocab_size=512)
+    return train_bpe(list(generate_corpus(300, seed=1, practice=0.0)) + INSTRUCTION_TEXTS, vocab_size=512)
 
 
 def enc(tok: Tokenizer, text: str) -> list[int]:
@@ -223,6 +224,22 @@ CHAT = [
     {"role": "user", "content": "And then?"},
     {"role": "assistant", "content": "It found a red key."},
 ]
+
+
+def test_qa_text_and_mask_token_by_token(tok):
+    assert "".join(QA().render(CHAT)) == (
+        "Be kind.\nQ: Who lived in the forest?\nA: The fox lived in the forest.</s>\nQ: And then?\nA: It found a red key.</s>"
+    )
+    messages = [{"role": "user", "content": "Who lived in the forest?"}, {"role": "assistant", "content": "fox"}]
+    prompt = enc(tok, "Q: Who lived in the forest?\nA:")
+    assert prompt_ids(tok, QA(), messages[:1]) == prompt
+    # The answer is trained as running text (" fox", the word after a space), then EOS; nothing of the prompt.
+    answer = enc(tok, " fox")
+    assert answer == enc(tok, "Q: Who lived in the forest?\nA: fox")[len(prompt):] and len(answer) == 1
+    encoded = encode_conversation(tok, QA(), messages)
+    assert encoded.input_ids == prompt + answer + [tok.eos_id]
+    assert encoded.labels == [IGNORE_INDEX] * len(prompt) + answer + [tok.eos_id]
+    assert load_style("qa").stop_tokens == ("</s>",)
 
 
 def test_chat_text():
@@ -403,7 +420,7 @@ def test_no_boundary_error_when_the_tokens_still_split(tok):
 
 
 def test_load_style_by_name_and_instance():
-    assert STYLES == {"alpaca": Alpaca, "chat": Chat}
+    assert STYLES == {"alpaca": Alpaca, "chat": Chat, "qa": QA}
     assert type(load_style("alpaca")) is Alpaca
     assert type(load_style("chat")) is Chat
     style = Terse("Question: ")
