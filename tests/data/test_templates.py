@@ -228,7 +228,8 @@ CHAT = [
 
 def test_qa_text_and_mask_token_by_token(tok):
     assert "".join(QA().render(CHAT)) == (
-        "Be kind.\nQ: Who lived in the forest?\nA: The fox lived in the forest.</s>\nQ: And then?\nA: It found a red key.</s>"
+        "Be kind.\nQ: Who lived in the forest?\nA: The fox lived in the forest.</s>"
+        "\nQ: And then?\nA: It found a red key.</s>"
     )
     messages = [{"role": "user", "content": "Who lived in the forest?"}, {"role": "assistant", "content": "fox"}]
     prompt = enc(tok, "Q: Who lived in the forest?\nA:")
