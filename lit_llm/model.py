@@ -44,6 +44,9 @@ class Config:
     bias: bool = False
     qkv_bias: bool = False  # a bias on the query/key/value projection even when `bias` is off (Qwen2)
     tie_embeddings: bool = False
+    # Token smear (modded-nanogpt): each position's embedding adds a gated share of the previous token's, so one
+    # attention layer can match "the token after X" (an induction head) without first building it from two.
+    smear: bool = False
     dropout: float = 0.0
     init_std: float = 0.02
 
@@ -266,6 +269,11 @@ class GPT(nn.Module):
             self.lm_head.weight = self.wte.weight
         else:
             self._init_params(self.lm_head)
+        # Registered after every other parameter, so a model without it is initialized exactly as before.
+        self.smear_gate = nn.Linear(config.n_embd, 1) if config.smear else None
+        if self.smear_gate is not None:
+            self._init_smear()
+        self._smear_prev: torch.Tensor | None = None  # the last token's embedding while decoding with a cache
         if config.position == "rope":
             self.register_buffer(
                 "rope", rope_cache(config.block_size, config.head_size, config.rope_base), persistent=False
@@ -290,6 +298,22 @@ class GPT(nn.Module):
             else:
                 nn.init.normal_(p, mean=0.0, std=std)
 
+    def _init_smear(self) -> None:
+        nn.init.zeros_(self.smear_gate.weight)  # the gate starts at sigmoid(0) = 0.5 for every token
+        nn.init.zeros_(self.smear_gate.bias)
+
+    def _smear(self, x: torch.Tensor, position_ids: torch.Tensor, cache_start: int | None) -> torch.Tensor:
+        """x_t + sigmoid(gate(x_t)) * x_{t-1}; nothing is added at position 0 (a sequence's, a packed example's
+        or a left-padded row's first token, and its padding). Decoding with a cache, the previous token of the
+        first query is the last one of the call before."""
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if cache_start and self._smear_prev is not None:
+            prev[:, :1] = self._smear_prev
+        if cache_start is not None:
+            self._smear_prev = x[:, -1:].detach()
+        prev = prev * (position_ids > 0).unsqueeze(-1).to(x.dtype)
+        return x + torch.sigmoid(self.smear_gate(x)) * prev
+
     def reset_parameters(self) -> None:
         self._init_params(self.wte)
         if self.wpe is not None:
@@ -299,6 +323,8 @@ class GPT(nn.Module):
         self._init_params(self.norm_f)
         if not self.config.tie_embeddings:
             self._init_params(self.lm_head)
+        if self.smear_gate is not None:
+            self._init_smear()
         if self.rope is not None and self.rope.device.type != "meta":
             cfg = self.config
             self.rope = rope_cache(cfg.block_size, cfg.head_size, cfg.rope_base, device=self.rope.device)
@@ -331,6 +357,8 @@ class GPT(nn.Module):
                 raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
             position_ids = torch.arange(start, start + T, device=idx.device).expand(B, T)
         x = self.wte(idx)
+        if self.smear_gate is not None:
+            x = self._smear(x, position_ids, cache_start)
         if self.wpe is not None:
             x = x + self.wpe(position_ids)
         x = self.drop(x)
@@ -360,8 +388,10 @@ class GPT(nn.Module):
         for block in self.blocks:
             cfg = self.config
             block.attn.kv_cache = KVCache(batch_size, cfg.n_query_groups, max_length, cfg.head_size, device, dtype)
+        self._smear_prev = None
 
     def clear_kv_cache(self) -> None:
+        self._smear_prev = None
         for block in self.blocks:
             block.attn.kv_cache = None
 

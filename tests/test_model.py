@@ -20,6 +20,7 @@ VARIANTS = {
     "baby-gpt": dict(name="baby-gpt", **SMALL),
     "tiny-gqa2": dict(name="tiny", n_query_groups=2, **SMALL),
     "tiny-mqa1": dict(name="tiny", n_query_groups=1, **SMALL),
+    "tiny-smear": dict(name="tiny", smear=True, **SMALL),
 }
 
 
@@ -29,7 +30,33 @@ def build(variant: str, seed: int = 0, **overrides) -> GPT:
     spec.update(overrides)
     torch.manual_seed(seed)
     model = GPT(Config.from_name(name, **spec)).eval()
+    if model.smear_gate is not None:  # a gate that differs from token to token, as after training
+        torch.nn.init.normal_(model.smear_gate.weight, std=0.5)
     return model
+
+
+def test_smear_adds_a_gated_share_of_the_previous_token_and_nothing_at_position_zero():
+    model = build("tiny-smear")
+    idx = torch.tensor([[5, 9, 3, 7]])
+    x = model.wte(idx)
+    gate = torch.sigmoid(model.smear_gate(x))
+    expected = x.clone()
+    expected[:, 1:] += gate[:, 1:] * x[:, :-1]
+    got = model._smear(x, torch.arange(4)[None], None)
+    torch.testing.assert_close(got, expected)
+    # A packed row: the second example starts at position 0 and takes nothing from the first.
+    packed = model._smear(x, torch.tensor([[0, 1, 0, 1]]), None)
+    torch.testing.assert_close(packed[:, 2], x[:, 2])
+    torch.testing.assert_close(packed[:, 3], x[:, 3] + gate[:, 3] * x[:, 2])
+    plain = build("tiny")
+    assert plain.smear_gate is None and not any("smear" in k for k in plain.state_dict())
+
+
+def test_a_smear_model_has_no_hugging_face_family():
+    from lit_llm.convert.families import config_to_hf
+
+    with pytest.raises(ConfigError, match=r"run/last.ckpt: the token smear \(smear: true\) has no Hugging Face"):
+        config_to_hf(Config.from_name("tiny", smear=True), "run/last.ckpt")
 
 
 def test_variants_have_the_intended_attention_layout():
@@ -91,7 +118,7 @@ def test_kv_cache_greedy_equals_full_recomputation(variant):
     assert len(set(expected)) > 1  # not a trivially constant continuation
 
 
-@pytest.mark.parametrize("variant", ["tiny-gqa2", "baby-gpt"])
+@pytest.mark.parametrize("variant", ["tiny-gqa2", "baby-gpt", "tiny-smear"])
 def test_kv_cache_logits_match_full_forward_with_explicit_mask(variant):
     """The cached decode path as generate() drives it (explicit masks) reproduces the full logits."""
     model = build(variant, seed=4, init_std=0.3)  # sharp attention, so cache errors show
@@ -147,7 +174,7 @@ def padded(side: str, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, mask
 
 
-@pytest.mark.parametrize("variant", ["tiny", "baby-gpt", "tiny-gqa2"])
+@pytest.mark.parametrize("variant", ["tiny", "baby-gpt", "tiny-gqa2", "tiny-smear"])
 def test_batched_list_of_lists_equals_each_prompt_alone(variant):
     model = build(variant, seed=5, init_std=0.5)
     expected = alone(model)
@@ -157,7 +184,7 @@ def test_batched_list_of_lists_equals_each_prompt_alone(variant):
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("variant", ["tiny", "baby-gpt"])
+@pytest.mark.parametrize("variant", ["tiny", "baby-gpt", "tiny-smear"])
 def test_batched_padded_tensor_with_mask_equals_each_prompt_alone(variant, side):
     model = build(variant, seed=5, init_std=0.5)
     expected = alone(model)

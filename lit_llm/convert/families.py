@@ -79,6 +79,9 @@ def config_from_hf(hf: dict[str, Any], where: str) -> Config:
 def config_to_hf(config: Config, where: str) -> dict[str, Any]:
     """A Hugging Face config.json for a lit_llm Config; ConfigError when no supported family can hold it."""
     vocab = config.padded_vocab_size
+    if config.smear:
+        raise ConfigError(f"{where}: the token smear (smear: true) has no Hugging Face equivalent in GPT-2, Llama or "
+                          "Qwen2; train without it to export")  # fmt: skip
     if config.position == "learned" and config.norm == "layernorm" and config.mlp == "gelu" and config.bias:
         if config.n_query_groups != config.n_head:
             raise ConfigError(f"{where}: GPT-2 has no grouped-query attention (n_query_groups {config.n_query_groups})")

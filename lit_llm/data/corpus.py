@@ -96,7 +96,7 @@ def generator_digest() -> str:
     return digest.hexdigest()
 
 
-def generate_corpus(num_documents: int = 6000, seed: int = 0, practice: float = 0.5) -> Iterator[str]:
+def generate_corpus(num_documents: int = 6000, seed: int = 0, practice: float = 0.75) -> Iterator[str]:
     """Yield `num_documents` documents; the same seed always gives the same corpus. A `practice` share of them are
     practice text (`lit_llm.data.drills`: copying, capitals, spelling, counting, sorting, sums, products)."""
     rng = random.Random(seed)
