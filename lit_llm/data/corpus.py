@@ -102,7 +102,7 @@ def generate_corpus(num_documents: int = 6000, seed: int = 0, practice: float = 
     rng = random.Random(seed)
     kinds = [_story, _arithmetic, _description]
     for _ in range(num_documents):
-        if rng.random() < practice:
+        if practice and rng.random() < practice:  # no draw without practice: the stories are as before
             yield practice_document(rng)
             continue
         n_paragraphs = rng.randint(1, 3)
