@@ -22,7 +22,7 @@ def _single_thread_determinism():
 def token_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train.bin / val.bin / tokenizer.json from 600 built-in documents, vocabulary 512."""
     out = tmp_path_factory.mktemp("tokens")
-    docs = list(generate_corpus(600, seed=1, practice=0.0))
+    docs = list(generate_corpus(600, seed=1))
     tok = train_bpe(docs, vocab_size=512)
     write_documents(docs, tok, out, val_fraction=0.1)
     return out

@@ -25,7 +25,7 @@ VOCAB = 320  # embedding rows; the tokenizer has 300 tokens
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_bpe(generate_corpus(200, seed=3, practice=0.0), vocab_size=300)
+    return train_bpe(generate_corpus(200, seed=3), vocab_size=300)
 
 
 def _hf_model(family: str):

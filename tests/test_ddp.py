@@ -51,9 +51,7 @@ def test_dpo_precomputed_reference_under_ddp_matches_one_process_with_a_live_ref
     from lit_llm.data.tokenizer import train_bpe
     from tests.stages.conftest import save_model
 
-    texts = list(generate_corpus(200, seed=1, practice=0.0)) + (
-        [r["instruction"] for r in task_records("train", per_task=100)]
-    )
+    texts = list(generate_corpus(200, seed=1)) + [r["instruction"] for r in task_records("train", per_task=100)]
     init = save_model(tmp_path / "init.ckpt", train_bpe(texts, vocab_size=512), seed=0)
     states = {}
     for name, devices, batch_size, precompute in (("ddp", 2, 2, True), ("single", 1, 4, False)):
@@ -107,9 +105,7 @@ def test_ppo_under_ddp_each_rank_generates_its_own_rollouts_and_whitening_spans_
     from lit_llm.data.tokenizer import train_bpe
     from tests.stages.conftest import save_model
 
-    texts = list(generate_corpus(200, seed=1, practice=0.0)) + (
-        [r["instruction"] for r in task_records("train", per_task=100)]
-    )
+    texts = list(generate_corpus(200, seed=1)) + [r["instruction"] for r in task_records("train", per_task=100)]
     init = save_model(tmp_path / "init.ckpt", train_bpe(texts, vocab_size=512), seed=0)
     config = {
         "seed_everything": 1,

@@ -42,9 +42,7 @@ def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lit_llm.data.tasks import task_records
     from lit_llm.data.tokenizer import train_bpe
 
-    texts = list(generate_corpus(300, seed=1, practice=0.0)) + (
-        [r["instruction"] for r in task_records("train", per_task=200)]
-    )
+    texts = list(generate_corpus(300, seed=1)) + [r["instruction"] for r in task_records("train", per_task=200)]
     return save_model(tmp_path_factory.mktemp("base") / "base.ckpt", train_bpe(texts, vocab_size=512), seed=0)
 
 

@@ -96,9 +96,10 @@ def generator_digest() -> str:
     return digest.hexdigest()
 
 
-def generate_corpus(num_documents: int = 6000, seed: int = 0, practice: float = 0.75) -> Iterator[str]:
+def generate_corpus(num_documents: int = 6000, seed: int = 0, practice: float = 0.0) -> Iterator[str]:
     """Yield `num_documents` documents; the same seed always gives the same corpus. A `practice` share of them are
-    practice text (`lit_llm.data.drills`: copying, capitals, spelling, counting, sorting, sums, products)."""
+    practice text (`lit_llm.data.drills`: copying, capitals, spelling, counting, sorting, sums, products); by
+    default there is none, only stories, sums and descriptions."""
     rng = random.Random(seed)
     kinds = [_story, _arithmetic, _description]
     for _ in range(num_documents):
@@ -133,16 +134,17 @@ def _near_copy(text: str, rng: random.Random) -> str:
     return ". ".join(sentences)
 
 
-def generate_raw_corpus(num_documents: int = 6000, seed: int = 0) -> Iterator[str]:
+def generate_raw_corpus(num_documents: int = 6000, seed: int = 0, practice: float = 0.75) -> Iterator[str]:
     """Yield the built-in corpus with the defects of scraped text mixed in, for the data pipeline to remove.
 
     About 1 in 8 documents is an exact or near copy of an earlier one, and smaller shares arrive wrapped in
     HTML, with UTF-8 read as cp1252 (mojibake), with cookie-banner lines, as navigation junk or in another
-    language; the rest is `generate_corpus`'s text. The same seed always gives the same documents.
+    language; the rest is `generate_corpus`'s text, a `practice` share of it practice text (the skills the
+    built-in tasks ask for). The same seed always gives the same documents.
     """
     rng = random.Random(seed + 1)
     seen: list[str] = []
-    clean = generate_corpus(num_documents, seed)
+    clean = generate_corpus(num_documents, seed, practice)
     for _ in range(num_documents):
         roll = rng.random()
         if seen and roll < 0.06:

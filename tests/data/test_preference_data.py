@@ -28,8 +28,7 @@ CHAT = load_style("chat")
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return train_bpe(list(generate_corpus(300, seed=1, practice=0.0)) + ["### Instruction:\nWhat is 3 + 4?"] * 20,
-        vocab_size=512)
+    return train_bpe(list(generate_corpus(300, seed=1)) + ["### Instruction:\nWhat is 3 + 4?"] * 20, vocab_size=512)
 
 
 def enc(tok: Tokenizer, text: str) -> list[int]:

@@ -33,9 +33,7 @@ ROLES = resolve_roles(None)
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
     """A BPE tokenizer (vocabulary 512) that has seen the corpus and the task phrasings, as the stage tests use."""
-    texts = list(generate_corpus(300, seed=1, practice=0.0)) + (
-        [r["instruction"] for r in task_records("train", per_task=200)]
-    )
+    texts = list(generate_corpus(300, seed=1)) + [r["instruction"] for r in task_records("train", per_task=200)]
     return train_bpe(texts, vocab_size=512)
 
 

@@ -22,8 +22,7 @@ from lit_llm.model import GPT, Config, packed_attention_mask
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return train_bpe(list(generate_corpus(300, seed=1, practice=0.0)) + ["### Instruction:\nWhat is 3 + 4?"] * 20,
-        vocab_size=512)
+    return train_bpe(list(generate_corpus(300, seed=1)) + ["### Instruction:\nWhat is 3 + 4?"] * 20, vocab_size=512)
 
 
 @pytest.fixture(scope="module")

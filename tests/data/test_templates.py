@@ -46,7 +46,7 @@ INSTRUCTION_TEXTS = [
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return train_bpe(list(generate_corpus(300, seed=1, practice=0.0)) + INSTRUCTION_TEXTS, vocab_size=512)
+    return train_bpe(list(generate_corpus(300, seed=1)) + INSTRUCTION_TEXTS, vocab_size=512)
 
 
 def enc(tok: Tokenizer, text: str) -> list[int]:

@@ -19,9 +19,7 @@ SMALL = {"n_layer": 2, "n_head": 4, "n_embd": 64, "intermediate_size": 128, "blo
 @pytest.fixture(scope="session")
 def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lit_llm checkpoint of an untrained small model with a tokenizer that has seen the task phrasings."""
-    texts = list(generate_corpus(300, seed=1, practice=0.0)) + (
-        [r["instruction"] for r in task_records("train", per_task=200)]
-    )
+    texts = list(generate_corpus(300, seed=1)) + [r["instruction"] for r in task_records("train", per_task=200)]
     tokenizer = train_bpe(texts, vocab_size=512)
     return save_model(tmp_path_factory.mktemp("base") / "base.ckpt", tokenizer, seed=0)
 
