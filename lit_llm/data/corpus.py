@@ -87,12 +87,11 @@ def generator_digest() -> str:
     """A SHA-256 of the code that writes the built-in corpus (this module, the practice text and the tasks it draws
     from), so that a cache of `builtin:N` goes stale when that code changes, as a file's does when it is edited."""
     import hashlib
-    import importlib
+    from pathlib import Path
 
     digest = hashlib.sha256()
-    for name in ("lit_llm.data.corpus", "lit_llm.data.drills", "lit_llm.data.tasks"):
-        with open(importlib.import_module(name).__file__, "rb") as f:
-            digest.update(f.read())
+    for name in ("corpus.py", "drills.py", "tasks.py"):
+        digest.update((Path(__file__).parent / name).read_bytes())
     return digest.hexdigest()
 
 
