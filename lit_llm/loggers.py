@@ -102,6 +102,8 @@ def _records(path: Path) -> list[bytes]:
             pos += room
             continue
         _crc, length, kind = struct.unpack("<IHB", buf[pos : pos + 7])
+        if pos + 7 + length > len(buf):  # the tail of a file still being written: not a record yet
+            break
         data, pos = buf[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0 and length == 0:
             continue
