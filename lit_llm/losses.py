@@ -6,6 +6,8 @@ and positions that carry no loss hold `IGNORE_INDEX`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -132,9 +134,19 @@ def dpo_loss(
 # ---- odds-ratio preference optimization -----------------------------------------------------------
 
 
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, accurate at both ends (Maechler 2012): log(-expm1(x)) above -ln 2, where
+    1 - exp(x) cancels, and log1p(-exp(x)) below, where exp(x) is small. x is kept below -1e-12 (p = 1 exactly
+    would give log 0)."""
+    x = x.clamp(max=-1e-12)
+    near = x > -math.log(2)
+    # Each branch sees only inputs it is accurate on, so the branch torch.where drops has finite gradients too.
+    return torch.where(near, torch.log(-torch.expm1(x.clamp(min=-math.log(2)))), torch.log1p(-torch.exp(x.clamp(max=-math.log(2)))))
+
+
 def log_odds(mean_logps: torch.Tensor) -> torch.Tensor:
     """log(p / (1 - p)) of per-token mean log-probs log p (< 0): log p - log(1 - exp(log p))."""
-    return mean_logps - torch.log1p(-torch.exp(mean_logps).clamp(max=1 - 1e-6))
+    return mean_logps - log1mexp(mean_logps)
 
 
 def orpo_loss(

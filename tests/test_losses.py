@@ -347,6 +347,21 @@ def test_log_odds_of_mean_logps():
     assert out[2].item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_log_odds_keeps_precision_and_gradient_as_p_nears_one():
+    """Near p = 1, log(1 - e^x) must come from expm1: log1p(-exp(-1e-5)) in fp32 is off by ~1e-4 relative, and a
+    clamp at p = 1 - 1e-6 flattened the gradient (d/dx log odds = 1 / (1 - e^x) ~ -1/x) below x = -1e-6."""
+    xs = [-1e-5, -1e-7, -0.6, -0.7, -20.0]
+    x = torch.tensor(xs, requires_grad=True)
+    out = log_odds(x)
+    out.sum().backward()
+    exact = [v - math.log(-math.expm1(v)) for v in xs]
+    assert out.tolist() == pytest.approx(exact, rel=1e-6)
+    assert x.grad.tolist() == pytest.approx([1 / -math.expm1(v) for v in xs], rel=1e-4)
+    p_one = torch.tensor([0.0], requires_grad=True)  # p = 1 exactly: finite, not nan
+    log_odds(p_one).sum().backward()
+    assert torch.isfinite(p_one.grad).all()
+
+
 def test_orpo_loss_single_pair():
     """p_c = 0.6, p_r = 0.3: odds 1.5 and 3/7, log odds ratio log 3.5; loss = nll - beta log sigmoid(log 3.5)."""
     beta, nll_c = 0.1, 1.25
