@@ -9,6 +9,7 @@ are never abbreviated (`--trainer.max_step` is an error, not `max_steps`).
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -27,6 +28,9 @@ class LitLLMCLI(LightningCLI):
             help="start the run over when its checkpoint folder holds an earlier run's checkpoints (they are moved "
                  "to <folder>.previous); without it such a fit refuses. Resume instead with --ckpt_path last.",
         )
+
+    def before_instantiate_classes(self) -> None:
+        derive_run_paths(self.config[self.subcommand] if self.subcommand else self.config)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path's hyperparameters before anything else: check the file first, so a
@@ -71,6 +75,37 @@ class LitLLMCLI(LightningCLI):
         if guard.signal is not None:
             print(f"lit-llm: {guard.exit_message(self.trainer.global_step)}", flush=True)
             raise SystemExit(guard.exit_code)
+
+
+# Logger classes whose `save_dir` and callbacks whose `dirpath` are filled from trainer.default_root_dir when unset.
+_SAVE_DIR_LOGGERS = ("CSVLogger", "TensorBoardLogger", "WandbLogger", "MLFlowLogger")
+
+
+def derive_run_paths(config: Any) -> None:
+    """One option moves a run: a logger without `save_dir` writes under `trainer.default_root_dir` and a
+    ModelCheckpoint without `dirpath` writes to `<default_root_dir>/checkpoints`, as Lightning's own defaults do
+    for the checkpoint folder when no logger is set. Paths a config gives explicitly are kept."""
+    trainer = config.get("trainer")
+    if trainer is None:
+        return
+    root = trainer.get("default_root_dir") or "."
+    for entry in _entries(trainer.get("logger")):
+        if str(entry.get("class_path", "")).rsplit(".", 1)[-1] in _SAVE_DIR_LOGGERS:
+            init = entry.get("init_args")
+            if init is not None and init.get("save_dir") is None:
+                init["save_dir"] = root
+    for entry in _entries(trainer.get("callbacks")):
+        if str(entry.get("class_path", "")).rsplit(".", 1)[-1] == "ModelCheckpoint":
+            init = entry.get("init_args")
+            if init is not None and init.get("dirpath") is None:
+                init["dirpath"] = str(Path(root) / "checkpoints")
+
+
+def _entries(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if hasattr(item, "get")]
 
 
 def trainer_cli(args: list[str] | None = None, run: bool = True) -> LitLLMCLI:

@@ -155,3 +155,35 @@ def test_missing_and_corrupt_checkpoints(tmp_path, capsys):
 def test_unknown_command(capsys):
     err = _error(capsys, ["frobnicate"])
     assert "unknown command 'frobnicate'" in err
+
+
+def test_one_option_moves_a_run(tmp_path, token_dir, monkeypatch):
+    """Loggers without save_dir and a ModelCheckpoint without dirpath follow --trainer.default_root_dir: the
+    checkpoints, the CSV log, W&B's offline files and the samples all land under it, nothing under the current
+    folder's runs/."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = yaml.safe_load(write_config(tmp_path, token_dir).read_text())
+    trainer = cfg["trainer"]
+    trainer["default_root_dir"] = "runs/pretrain/tiny"
+    trainer["logger"] = [
+        {"class_path": "lit_llm.loggers.CSVLogger", "init_args": {"name": "logs"}},
+        {"class_path": "lit_llm.loggers.WandbLogger", "init_args": {"project": "lit_llm_test", "name": "moved"}},
+    ]
+    trainer["callbacks"][0]["init_args"].pop("dirpath")
+    config = tmp_path / "paths.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    moved = tmp_path / "elsewhere"
+    try:
+        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(moved)])
+    finally:
+        import wandb
+
+        wandb.finish()  # the process's W&B run would otherwise be reused by the next test's logger
+    assert sorted(p.name for p in (moved / "checkpoints").iterdir()) == ["epoch=0-step=6.ckpt", "last.ckpt"]
+    assert (moved / "logs" / "version_0" / "metrics.csv").is_file()
+    assert (moved / "logs" / "version_0" / "samples.jsonl").is_file()
+    assert list((moved / "wandb").glob("offline-run-*"))
+    assert list(work.iterdir()) == []
