@@ -72,7 +72,21 @@ def evaluate_checkpoint(
 ) -> TaskScores:
     """Score a checkpoint on `per_task` prompts of each task's `split`, asked in the checkpoint's prompt style
     (or `prompt_style`; "alpaca" for a checkpoint trained without one, e.g. straight from pretraining); answers
-    are greedy, or `samples` per prompt at `temperature` (the same seeds for every checkpoint)."""
+    are greedy, or `samples` per prompt at `temperature` (the same seeds for every checkpoint).
+
+    Args:
+        checkpoint: a lit_llm checkpoint (.ckpt file or run folder).
+        split: task split to ask: "test" (held out from training and validation), "val" or "train".
+        tasks: tasks to ask (None: all built-in tasks).
+        per_task: prompts per task.
+        prompt_style: style to ask in; None uses the checkpoint's own, and alpaca for one without (pretraining).
+        max_new_tokens: longest answer.
+        batch_size: prompts answered at once.
+        seed: seed of the prompts drawn from the split.
+        device: "cpu" or "cuda".
+        temperature: 0 answers greedily; above 0, answers are sampled (the same seeds for every checkpoint).
+        samples: answers sampled per prompt when temperature > 0; scores average over them.
+    """
     from lit_llm.checkpoint import load_bundle
 
     bundle = load_bundle(checkpoint)
@@ -103,34 +117,14 @@ def format_scores(columns: dict[str, TaskScores], metric: str = "exact_match") -
     return "\n".join(lines)
 
 
-def evaluate_checkpoints(
-    checkpoints: list[str],
-    split: str = "test",
-    tasks: list[str] | None = None,
-    per_task: int = 100,
-    prompt_style: str | None = None,
-    max_new_tokens: int = 32,
-    batch_size: int = 64,
-    seed: int = 0,
-    device: str = "auto",
-    temperature: float = 0.0,
-    samples: int = 1,
-) -> dict[str, TaskScores]:
+def evaluate_checkpoints(checkpoints: list[str], device: str = "auto", **kwargs: Any) -> dict[str, TaskScores]:
     """Each checkpoint's exact match (and mean verifier reward) on the built-in verifiable tasks (`lit-llm evaluate`
     prints them as tables).
 
     Args:
         checkpoints: lit_llm checkpoints (.ckpt files or run folders), one column each.
-        split: task split to ask: "test" (held out from training and validation), "val" or "train".
-        tasks: tasks to ask (None: all built-in tasks).
-        per_task: prompts per task.
-        prompt_style: style to ask in; None uses each checkpoint's own, and alpaca for one without (pretraining).
-        max_new_tokens: longest answer.
-        batch_size: prompts answered at once.
-        seed: seed of the prompts drawn from the split.
         device: "auto", "cpu" or "cuda".
-        temperature: 0 answers greedily; above 0, answers are sampled (the same seeds for every checkpoint).
-        samples: answers sampled per prompt when temperature > 0; scores average over them.
+        **kwargs: the options of `evaluate_checkpoint` (split, tasks, per_task, prompt_style, ...).
     """
     import torch
 
@@ -138,10 +132,4 @@ def evaluate_checkpoints(
         checkpoints = [checkpoints]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {
-        path: evaluate_checkpoint(
-            path, split, tasks, per_task, prompt_style, max_new_tokens, batch_size, seed, device=device,
-            temperature=temperature, samples=samples,
-        )
-        for path in checkpoints
-    }
+    return {path: evaluate_checkpoint(path, device=device, **kwargs) for path in checkpoints}
