@@ -21,7 +21,7 @@ the library's default of 0.8 (9 bands of 13 rows, P = 0.40 at 0.8) most of these
 definition, not near duplicates; the script prints recall by edit rate at 0.8 as well.
 
 Throughput is the documents per second of the clean, filter, exact-dedup and near-dedup stages together
-(`lit_llm.data.prepare` with num_proc = all cores, stage seconds from its stats), at N and 2N documents.
+(`lit_llm.prepare.run` with num_proc = all cores, stage seconds from its stats), at N and 2N documents.
 The last line is the headline.
 
     python benchmarks/data_pipeline.py [--documents 100000] [--threshold 0.5] [--tokenizer-mb 20]
@@ -47,9 +47,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lit_llm.data.dedup import DedupConfig  # noqa: E402
-from lit_llm.data.prepare import PrepareConfig, TokenizerConfig, prepare  # noqa: E402
-from lit_llm.data.stats import format_table  # noqa: E402
+from lit_llm.prepare.dedup import DedupConfig  # noqa: E402
+from lit_llm.prepare.run import PrepareConfig, TokenizerConfig, prepare  # noqa: E402
+from lit_llm.prepare.stats import format_table  # noqa: E402
 
 FUNCTION_WORDS = (
     "the of and to a in is that for it as was with be by on not he this are or his from at which but have an "
@@ -250,7 +250,7 @@ def main() -> None:
         mb = sum(len(t.encode()) for t in kept_texts) / 1e6
         train = training_speed(kept_texts, vocab_size=8192)
         print(f"tokenizer training on {mb:.1f} MB: {_fmt(train)}")
-        from lit_llm.data.tokenizer import train_bpe
+        from lit_llm.text.tokenizer import train_bpe
 
         tok = train_bpe(kept_texts, vocab_size=8192)
         enc = encoding_speed(tok, kept_texts)
@@ -265,8 +265,8 @@ def main() -> None:
 
 def _kept_texts(out: Path, stats: dict, mb: float) -> list[str]:
     """About `mb` MB of the kept (cleaned, filtered, deduplicated) documents, decoded back from train.bin."""
-    from lit_llm.data.shards import open_token_file
-    from lit_llm.data.tokenizer import Tokenizer
+    from lit_llm.prepare.shards import open_token_file
+    from lit_llm.text.tokenizer import Tokenizer
 
     tok = Tokenizer(out)
     tokens = open_token_file(out / "train.bin").tokens

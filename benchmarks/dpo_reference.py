@@ -26,14 +26,15 @@ from pathlib import Path
 
 import torch
 
-from lit_llm.data.corpus import generate_corpus
+from lit_llm.prepare.corpus import generate_corpus
 from lit_llm.data.preference import build_pairs, collate_pairs
-from lit_llm.data.tasks import task_pairs, task_records
-from lit_llm.data.templates import load_style
-from lit_llm.data.tokenizer import train_bpe
+from lit_llm.tasks import task_pairs, task_records
+from lit_llm.text.templates import load_style
+from lit_llm.text.tokenizer import train_bpe
 from lit_llm.model import GPT, Config
 from lit_llm.stages import DPOModule
-from lit_llm.stages.base import build_adamw
+from lit_llm.stages.optim import build_adamw
+from lit_llm.stages.pairs import pair_step
 
 
 def make_checkpoint(folder: Path, preset: str) -> tuple[Path, object]:
@@ -64,13 +65,14 @@ def run(
     module.setup("fit")
     module.configure_model()
     module.to(device).train()
-    if precomputed:
+    if precomputed:  # the stage's table of reference log-probs by pair id, then no reference model
+        table = torch.zeros(sum(len(b["pair_ids"]) for b in batches), 2)
         for batch in batches:
-            batch["reference_logps"] = module._reference_logps(batch)
-        module.reference = None
-    else:
-        for batch in batches:
-            batch.pop("reference_logps", None)
+            logps = module._reference_logps(batch).cpu()
+            half = len(logps) // 2
+            table[batch["pair_ids"].cpu()] = torch.stack([logps[:half], logps[half:]], dim=1)
+        module.reference_table = table
+        module.reference.free()
     optimizer = build_adamw(module.model, 1e-4, 0.0, (0.9, 0.95))
     if device == "cuda":
         torch.cuda.synchronize()
@@ -78,7 +80,7 @@ def run(
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        loss, _ = module._step(batches[i % len(batches)])
+        loss, _ = pair_step(module.model, batches[i % len(batches)], module._losses)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
@@ -105,6 +107,8 @@ def main() -> None:
         init, tokenizer = make_checkpoint(Path(folder), args.preset)
         records = [(f"pair {i}", r) for i, r in enumerate(task_pairs("train", per_task=40))]
         pairs = build_pairs(records, tokenizer, load_style("alpaca"), max_length=128)
+        for i, pair in enumerate(pairs):
+            pair.pair_id = i  # as PreferenceDataModule numbers them
         pad = tokenizer.pad_id or 0
         batches = [collate_pairs(pairs[i : i + args.batch_size], pad) for i in range(0, len(pairs), args.batch_size)]
         batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]

@@ -39,8 +39,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from lit_llm.data.corpus import generate_corpus
-    from lit_llm.data.tokenizer import train_bpe
+    from lit_llm.prepare.corpus import generate_corpus
+    from lit_llm.text.tokenizer import train_bpe
 
     with tempfile.TemporaryDirectory() as tmp:
         hf, lit, out = Path(tmp) / "hf", Path(tmp) / "lit", Path(tmp) / "out"

@@ -3,7 +3,7 @@
 and the reward), and training (num_ppo_epochs x num_mini_batches forward/backward/AdamW steps).
 
 `PPOModule` runs `--steps` rollout batches (after one untimed) of `--batch` prompts of the built-in tasks, Alpaca
-style, reward `lit_llm.data.tasks.verify`, through the Lightning Trainer; the module's own timers (logged as
+style, reward `lit_llm.tasks.verify`, through the Lightning Trainer; the module's own timers (logged as
 time/generate, time/score, time/train) are read after each step. The model is a random `--preset` (or the
 checkpoint given with `--init_from`, e.g. runs/sft/tiny after `make demo`): a random model never emits its stop
 token, so every response is `--max_new_tokens` long, the most generation a step can cost. The last line is the
@@ -24,7 +24,7 @@ from lightning.pytorch import Callback, Trainer
 
 from dpo_reference import make_checkpoint  # a random model and a tokenizer trained here, as a checkpoint
 
-from lit_llm.data.prompts import PromptDataModule
+from lit_llm.data.rl_prompts import PromptDataModule
 from lit_llm.stages import PPOModule
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         init = args.init_from or str(make_checkpoint(Path(folder), args.preset)[0])
         module = PPOModule(
-            init_from=init, reward_function="lit_llm.data.tasks.verify", value_model=args.value_model,
+            init_from=init, reward_function="lit_llm.tasks.verify", value_model=args.value_model,
             max_new_tokens=args.max_new_tokens, num_ppo_epochs=args.num_ppo_epochs,
             num_mini_batches=args.num_mini_batches, eval_generations=0,
         )  # fmt: skip

@@ -42,11 +42,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from lit_llm.data import PretrainDataModule
-from lit_llm.data.shards import TokenWriter
+from lit_llm.prepare.shards import TokenWriter
 from lit_llm.losses import next_token_loss
 from lit_llm.model import GPT, Config
 from lit_llm.stages import CausalLM
-from lit_llm.stages.base import build_adamw, warmup_cosine_scheduler
+from lit_llm.stages.optim import build_adamw, warmup_cosine_scheduler
 
 MODEL = "baby-gpt"
 VOCAB = 65

@@ -23,14 +23,14 @@ import time
 
 import torch
 
-from lit_llm.data.corpus import generate_corpus
+from lit_llm.prepare.corpus import generate_corpus
 from lit_llm.data.sft import build_examples, collate, pack
-from lit_llm.data.tasks import task_records
-from lit_llm.data.templates import load_style
-from lit_llm.data.tokenizer import train_bpe
+from lit_llm.tasks import task_records
+from lit_llm.text.templates import load_style
+from lit_llm.text.tokenizer import train_bpe
 from lit_llm.losses import next_token_loss
 from lit_llm.stages import SFTModule
-from lit_llm.stages.base import build_adamw
+from lit_llm.stages.optim import build_adamw
 
 
 def batches(rows: list, batch_size: int, pad_id: int, packed: bool) -> list[dict]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Tokenizer speed: `lit_llm.data.tokenizer` against calling the `tokenizers` library directly.
+"""Tokenizer speed: `lit_llm.text.tokenizer` against calling the `tokenizers` library directly.
 
   training: `train_bpe(texts, vocab_size)` against a `tokenizers.Tokenizer` built by hand with the same model
             (BPE), pre-tokenizer (ByteLevel, no prefix space, GPT-2 regex), decoder, trainer settings (vocab size,
@@ -10,7 +10,7 @@
 After one untimed run of each, runs alternate ours, direct, ours, direct, ... and medians are reported; MB/s is
 UTF-8 bytes of the texts (1 MB = 10^6 bytes) over wall seconds. Both sides run in one process, so they share one
 Rayon thread pool (`--threads` sets RAYON_NUM_THREADS before its first use; default: one thread per core). The text
-comes from `lit_llm.data.corpus.generate_corpus` (nothing is downloaded); its small grammar runs out of pairs to merge
+comes from `lit_llm.prepare.corpus.generate_corpus` (nothing is downloaded); its small grammar runs out of pairs to merge
 near 700 tokens, so a larger `--vocab-size` ends there. On a small shared machine single runs drift by 10% or more:
 trust the medians, and raise `--rounds` when the two sides are close. The last line printed is the headline:
 
@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lit_llm.data.corpus import generate_corpus
-from lit_llm.data.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
+from lit_llm.prepare.corpus import generate_corpus
+from lit_llm.text.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
 
 MB = 1e6
 

@@ -13,7 +13,7 @@ HELP = "commands: /reset forgets the conversation, /exit (or end of input) quits
 def fit_history(tokenizer: Any, style: Any, messages: list[dict[str, str]], room: int) -> tuple[list, int]:
     """The conversation with its oldest exchanges dropped until its prompt fits `room` tokens (a system message
     and the newest user message always stay), and the number of messages dropped."""
-    from lit_llm.data.templates import prompt_ids
+    from lit_llm.text.templates import prompt_ids
 
     messages = list(messages)
     dropped = 0
@@ -92,8 +92,7 @@ def chat(
     """
     import torch
 
-    from lit_llm.checkpoint import load_model, meta_tokenizer
-    from lit_llm.data.templates import load_style
+    from lit_llm.checkpoint import load_bundle
     from lit_llm.errors import CheckpointError, ConfigError
     from lit_llm.generation import check_sampling
 
@@ -101,13 +100,14 @@ def chat(
     check_sampling(1 if max_new_tokens is None else max_new_tokens, temperature, top_k, top_p)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = load_model(checkpoint)
-    if not meta.get("prompt_style"):
+    bundle = load_bundle(checkpoint)
+    model, meta = bundle.model, bundle.meta
+    if bundle.prompt_style is None:
         raise CheckpointError(
             f"{checkpoint} is a {meta.get('stage')!r} checkpoint without a prompt style, so it has not learned to "
             "answer; chat with an SFT (or later) checkpoint, or continue text with `lit-llm generate`"
         )
-    tokenizer, style = meta_tokenizer(meta, checkpoint), load_style(meta["prompt_style"])
+    tokenizer, style = bundle.tokenizer, bundle.prompt_style
     block = model.config.block_size
     if max_new_tokens is None:
         max_new_tokens = max(1, min(DEFAULT_MAX_NEW_TOKENS, block // 2))

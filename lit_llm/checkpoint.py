@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from lit_llm.errors import CheckpointError
 from lit_llm.model import GPT, Config
 
 if TYPE_CHECKING:
-    from lit_llm.data.tokenizer import Tokenizer
+    from lit_llm.text.templates import PromptStyle
+    from lit_llm.text.tokenizer import Tokenizer
 
 META_KEY = "lit_llm"
 
@@ -101,7 +103,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     meta = checkpoint_meta(ckpt, path)
     if meta.get("stage") == "reward":
         raise CheckpointError(f"{path} is a reward-model checkpoint (a scalar score head, no language-model head): "
-                              "load it with lit_llm.stages.reward.load_reward_model, or pass it as a reward model")
+                              "load it with lit_llm.rewards.load_reward_model, or pass it as a reward model")
     model = GPT(Config.from_dict(meta["model_config"]))
     load_weights(model, model_state(ckpt, path, map_location=map_location), source=path)
     return model.eval(), meta
@@ -166,7 +168,7 @@ def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """A tokenizer from a tokenizer.json, a folder holding one, or a lit_llm checkpoint (file or run folder)."""
-    from lit_llm.data.tokenizer import Tokenizer
+    from lit_llm.text.tokenizer import Tokenizer
 
     path = Path(path)
     if path.suffix == ".json" or (path.is_dir() and (path / "tokenizer.json").is_file()):
@@ -176,8 +178,42 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 def meta_tokenizer(meta: dict[str, Any], path: str | Path) -> Tokenizer:
     """The tokenizer stored in a checkpoint's metadata; CheckpointError naming `path` when there is none."""
-    from lit_llm.data.tokenizer import Tokenizer
+    from lit_llm.text.tokenizer import Tokenizer
 
     if not meta.get("tokenizer"):
         raise CheckpointError(f"{path} stores no tokenizer, so text cannot be encoded")
     return Tokenizer(json_str=meta["tokenizer"])
+
+
+@dataclass
+class Bundle:
+    """Everything a lit_llm checkpoint holds for answering prompts: the model (a GPT in eval mode, LoRA merged),
+    its tokenizer, the prompt style it was trained with (None for a pretraining checkpoint), and the metadata."""
+
+    model: GPT
+    tokenizer: Tokenizer
+    prompt_style: PromptStyle | None
+    meta: dict[str, Any]
+    path: str
+
+    @property
+    def stage(self) -> str | None:
+        return self.meta.get("stage")
+
+    def style_or(self, fallback: str | dict[str, Any] | PromptStyle = "alpaca") -> PromptStyle:
+        """The checkpoint's prompt style, else `fallback` (a checkpoint trained without one, straight from
+        pretraining, is asked in the fallback style)."""
+        from lit_llm.text.templates import load_style
+
+        return self.prompt_style if self.prompt_style is not None else load_style(fallback)
+
+
+def load_bundle(path: str | Path, map_location: str | torch.device = "cpu") -> Bundle:
+    """The one call that loads a checkpoint for use: model, tokenizer, prompt style and metadata (`Bundle`). A
+    reward-model checkpoint is refused (it has no language-model head; see `lit_llm.rewards.load_reward_model`),
+    and so is one that stores no tokenizer."""
+    from lit_llm.text.templates import load_style
+
+    model, meta = load_model(path, map_location=map_location)
+    style = load_style(meta["prompt_style"]) if meta.get("prompt_style") else None
+    return Bundle(model, meta_tokenizer(meta, path), style, meta, str(path))

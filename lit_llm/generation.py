@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from lit_llm.errors import ConfigError
 
-if TYPE_CHECKING:
-    from lit_llm.model import GPT
+# A model here is any network with GPT's interface (`lit_llm.model.GPT`: `config`, `init_cache`, a forward taking
+# position_ids, attention_mask and a cache); this module imports none, so the model may call it.
+GPT = torch.nn.Module
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def cut_at_stop_strings(
     return out
 
 
-def _prompt_room(model: GPT, max_new_tokens: int) -> int:
+def prompt_room(model: GPT, max_new_tokens: int) -> int:
     """Prompt tokens that fit in the block beside `max_new_tokens` (prompts are cropped from the left to it)."""
     check_sampling(max_new_tokens)
     room = model.config.block_size - max_new_tokens
@@ -202,7 +202,7 @@ def _prompt_room(model: GPT, max_new_tokens: int) -> int:
 def crop_prompts(model: GPT, rows: list[list[int]], max_new_tokens: int) -> list[list[int]]:
     """Token prompts cropped from the left to leave room for `max_new_tokens` in the model's block, with one warning
     saying how many prompt tokens were dropped (the model cannot see past its block size)."""
-    room = _prompt_room(model, max_new_tokens)
+    room = prompt_room(model, max_new_tokens)
     long = [len(r) - room for r in rows if len(r) > room]
     if long:
         fit = f"did not fit the model's block_size {model.config.block_size} beside max_new_tokens {max_new_tokens}"
@@ -238,48 +238,8 @@ def generate_responses(
     Prompts are cropped from the left (with a warning) to leave room for `max_new_tokens`; `sampling` as in
     `generate_text`.
     """
-    from lit_llm.data.templates import prompt_ids, stop_ids
+    from lit_llm.text.templates import prompt_ids, stop_ids
 
     rows = crop_prompts(model, [prompt_ids(tokenizer, style, messages) for messages in conversations], max_new_tokens)
     outs = generate(model, rows, max_new_tokens=max_new_tokens, stop_tokens=stop_ids(tokenizer, style), **sampling)
     return [tokenizer.decode(o) for o in outs]
-
-
-def generate_from_checkpoint(checkpoint: str, prompt: str, **kwargs) -> list[str]:
-    """Samples for `prompt` from a checkpoint. One trained with a prompt style (SFT and later stages) answers
-    `prompt` as a user message in that style, stopping at its stop tokens; otherwise, or with `raw=True`, the
-    text is continued as is up to EOS. Keyword arguments as in `sample_checkpoint`."""
-    return sample_checkpoint(checkpoint, prompt, **kwargs)[0]
-
-
-def sample_checkpoint(
-    checkpoint: str,
-    prompt: str,
-    *,
-    max_new_tokens: int = 100,
-    temperature: float = 0.8,
-    top_k: int | None = 200,
-    top_p: float = 1.0,
-    num_samples: int = 1,
-    seed: int | None = 1337,
-    device: str = "auto",
-    raw: bool = False,
-) -> tuple[list[str], bool]:
-    """`generate_from_checkpoint`'s samples, and whether they are replies in the checkpoint's prompt style."""
-    from lit_llm.checkpoint import load_model, meta_tokenizer
-    from lit_llm.data.templates import load_style
-
-    check_sampling(max_new_tokens, temperature, top_k, top_p)  # before loading: a bad option fails at once
-    if num_samples < 1:
-        raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = load_model(checkpoint)
-    tokenizer = meta_tokenizer(meta, checkpoint)
-    sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    model = model.to(device)
-    if meta.get("prompt_style") and not raw:
-        style = load_style(meta["prompt_style"])
-        conversation = [{"role": "user", "content": prompt}]
-        return generate_responses(model, tokenizer, style, [conversation] * num_samples, **sampling), True
-    return generate_text(model, tokenizer, [prompt] * num_samples, **sampling), False

@@ -4,6 +4,9 @@
 run is written under `save_dir/wandb/offline-run-*` and uploaded later with `wandb sync`), and, at every saved
 checkpoint, the checkpoint's path, stage and model config in the run summary. Stage configs put it beside a
 CSVLogger, whose `metrics.csv` `lit-llm report` reads. `offline_history` reads an offline run's file back.
+
+`CSVLogger` is Lightning's with `save_dir` optional: left out, `lit-llm fit` writes the log under the Trainer's
+`default_root_dir`, so one option moves a whole run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 
 from lit_llm.errors import DataError
@@ -30,6 +34,14 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's CSVLogger; `save_dir` None: `lit-llm fit` fills in the Trainer's `default_root_dir` (the current
+    folder outside the CLI). Other arguments as Lightning's (`name`, `version`, `prefix`, `flush_logs_every_n_steps`)."""
+
+    def __init__(self, save_dir: str | None = None, name: str | None = "lightning_logs", **kwargs: Any) -> None:
+        super().__init__(save_dir=save_dir or ".", name=name, **kwargs)
+
+
 class WandbLogger(_LightningWandbLogger):
     """Lightning's WandbLogger, offline by default without an API key, recording checkpoint metadata.
 
@@ -37,7 +49,8 @@ class WandbLogger(_LightningWandbLogger):
         project: W&B project.
         name: run name (None: W&B picks one).
         group: run group, e.g. one name for all stages of a pipeline.
-        save_dir: folder the local run files go to (under `wandb/`).
+        save_dir: folder the local run files go to (under `wandb/`); None: `lit-llm fit` puts them in the Trainer's
+            `default_root_dir` (the current folder outside the CLI).
         offline: True writes locally only; False uploads; None (default) uploads only when an API key is configured
             (WANDB_API_KEY or `wandb login`), and respects WANDB_MODE when it is set.
         log_model: upload checkpoints as W&B artifacts (Lightning's option).
@@ -49,7 +62,7 @@ class WandbLogger(_LightningWandbLogger):
         project: str = "lit_llm",
         name: str | None = None,
         group: str | None = None,
-        save_dir: str = ".",
+        save_dir: str | None = None,
         offline: bool | None = None,
         log_model: bool | str = False,
         tags: list[str] | None = None,
@@ -60,7 +73,7 @@ class WandbLogger(_LightningWandbLogger):
             offline = mode in ("offline", "dryrun") if mode else not wandb_api_key_configured()
         # Absolute: W&B's service process is shared by every run of this process and resolves relative paths
         # against its own working directory, which is not ours after a chdir (notebooks, pipelines, tests).
-        save_dir = str(Path(save_dir).resolve())
+        save_dir = str(Path(save_dir or ".").resolve())
         super().__init__(
             project=project, name=name, group=group, save_dir=save_dir, offline=offline, log_model=log_model,
             tags=tags, **kwargs,

@@ -1,5 +1,5 @@
 """Reward sources for RL: a trained reward model, or a Python function of (prompt, response) such as the built-in
-task verifiers (`lit_llm.data.tasks.verify`).
+task verifiers (`lit_llm.tasks.verify`).
 
 A source turns a batch of rollouts into one raw value per response. `check_scores` turns raw values into scores:
 a function that raised, or a value that is not a number (NaN included), skips that rollout; a value beyond
@@ -104,8 +104,7 @@ class ModelReward:
     prompt style, the policy's tokens are scored as they are, else the texts are re-rendered in its own style."""
 
     def __init__(self, path: str | Path, tokenizer: Any, style: Any) -> None:
-        from lit_llm.data.templates import style_to_dict
-        from lit_llm.stages.reward import load_reward_model
+        from lit_llm.text.templates import style_to_dict
 
         self.name = str(path)
         self.module = load_reward_model(path)
@@ -140,7 +139,7 @@ def check_reward_spec(reward_model: str | None, reward_function: str | Callable[
     if (reward_model is None) == (reward_function is None):
         raise ConfigError(
             "set exactly one of model.reward_model (a reward-model checkpoint) and model.reward_function "
-            "(e.g. lit_llm.data.tasks.verify)"
+            "(e.g. lit_llm.tasks.verify)"
         )
     if isinstance(reward_function, str):
         import_function(reward_function)
@@ -185,3 +184,97 @@ def check_scores(
             number = math.copysign(clip, number)
         scores.append(number), valid.append(True)
     return torch.tensor(scores, dtype=torch.float32), torch.tensor(valid, dtype=torch.bool)
+
+
+# ---- a trained reward model as a scorer ------------------------------------------------------------
+
+
+class RewardScorer:
+    """A reward model (`lit_llm.model.RewardModel`) with its tokenizer, prompt style and the normalization stored by
+    the reward stage: `score` texts, `score_tokens` token rows. Used by PPO's reward source, `lit-llm compare`, and
+    the reward stage itself."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, prompt_style: Any,
+                 normalization: tuple[float, float] | None = None) -> None:  # fmt: skip
+        self.model, self.tokenizer, self.prompt_style = model, tokenizer, prompt_style
+        self.normalization = normalization
+
+    @property
+    def block_size(self) -> int:
+        return self.model.config.block_size
+
+    @torch.no_grad()
+    def score_tokens(self, rows: list[list[int]], batch_size: int = 32, normalize: bool = True) -> torch.Tensor:
+        """(N,) rewards of token sequences (prompt + response + stop token), read at each one's last token.
+
+        Sequences longer than the block keep their last block_size tokens. With `normalize` and a stored
+        normalization, rewards are (r - mean) / std of the validation rewards."""
+        block = self.block_size
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        try:
+            for start in range(0, len(rows), batch_size):
+                chunk = [list(r)[-block:] for r in rows[start : start + batch_size]]
+                if any(not r for r in chunk):
+                    raise ValueError("cannot score an empty sequence")
+                ids = torch.zeros((len(chunk), max(map(len, chunk))), dtype=torch.long, device=device)
+                for i, r in enumerate(chunk):
+                    ids[i, : len(r)] = torch.tensor(r, device=device)
+                last = torch.tensor([len(r) - 1 for r in chunk], device=device)
+                out.append(self.model(ids, last_index=last))
+        finally:
+            self.model.train(was_training)
+        rewards = torch.cat(out) if out else torch.zeros(0, device=device)
+        if normalize and self.normalization is not None:
+            mean, std = self.normalization
+            rewards = (rewards - mean) / std
+        return rewards
+
+    def score(
+        self, prompts: list[str | list[dict[str, Any]]], responses: list[str], batch_size: int = 32,
+        normalize: bool = True,
+    ) -> torch.Tensor:  # fmt: skip
+        """(N,) rewards of responses to prompts (user messages, or conversations), in the training prompt style."""
+        from lit_llm.text.templates import encode_parts
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if self.tokenizer is None or self.prompt_style is None:
+            raise ValueError("score needs the model's tokenizer and prompt style (set when trained or loaded)")
+        rows = []
+        for prompt, response in zip(prompts, responses):
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            parts = self.prompt_style.render(messages + [{"role": "assistant", "content": response}])
+            rows.append(encode_parts(self.tokenizer, parts))
+        return self.score_tokens(rows, batch_size=batch_size, normalize=normalize)
+
+    def to(self, device: torch.device | str) -> RewardScorer:
+        self.model.to(device)
+        return self
+
+    def eval(self) -> RewardScorer:
+        self.model.eval()
+        return self
+
+
+def load_reward_model(path: str | Path, map_location: str | torch.device = "cpu") -> RewardScorer:
+    """A trained reward model from its lit_llm checkpoint, in eval mode, ready to `score` (no Trainer needed)."""
+    from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, meta_tokenizer, model_state
+    from lit_llm.model import Config, RewardModel
+    from lit_llm.text.templates import load_style
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    meta = checkpoint_meta(ckpt, path)
+    if meta.get("stage") != "reward":
+        raise CheckpointError(f"{path} is a {meta.get('stage')!r} checkpoint, not a reward model")
+    model = RewardModel(Config.from_dict(meta["model_config"]))
+    try:
+        model.load_state_dict(model_state(ckpt, path, map_location=map_location))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the reward model: {str(exc).splitlines()[0]}") from None
+    stored = meta.get("reward_normalization")
+    normalization = (float(stored["mean"]), float(stored["std"])) if stored else None
+    style = load_style(meta["prompt_style"]) if meta.get("prompt_style") else None
+    return RewardScorer(model.eval(), meta_tokenizer(meta, path), style, normalization)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_llm.data.corpus import generate_corpus
-from lit_llm.data.shards import write_documents
-from lit_llm.data.tokenizer import train_bpe
+from lit_llm.prepare.corpus import generate_corpus
+from lit_llm.prepare.shards import write_documents
+from lit_llm.text.tokenizer import Tokenizer, train_bpe
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +35,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tok_path(tok: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test module's `tok` fixture saved as a tokenizer.json."""
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tok.save(path)
+    return path

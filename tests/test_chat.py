@@ -11,8 +11,8 @@ import torch
 
 import lit_llm.generation
 from lit_llm.chat import converse, fit_history
-from lit_llm.cli import main
-from lit_llm.data.templates import load_style, prompt_ids, style_to_dict
+from lit_llm.cli.commands import main
+from lit_llm.text.templates import load_style, prompt_ids, style_to_dict
 from lit_llm.model import GPT, Config
 from tests.stages.conftest import SMALL, base_checkpoint  # noqa: F401  (the session fixture)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_llm.cli import main
+from lit_llm.cli.commands import main
 from lit_llm.errors import CheckpointError, ConfigError, DataError
 from lit_llm.eval import stats
 from lit_llm.eval.compare import (
@@ -164,7 +164,7 @@ def test_task_table_on_fixed_answers():
 
 
 def test_per_task_tables_and_pass_at_k_in_the_report(tmp_path: Path):
-    from lit_llm.data.tasks import verify
+    from lit_llm.tasks import verify
 
     conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
     results = {}

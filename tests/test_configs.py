@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_llm.cli import main
+from lit_llm.cli.commands import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STAGE_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("strategy", "data", "pipeline"))
@@ -39,7 +39,7 @@ def test_strategy_config_parses(path, capsys):
 
 @pytest.mark.parametrize("path", DATA_CONFIGS, ids=lambda p: p.name)
 def test_data_config_parses(path, capsys):
-    from lit_llm.data.prepare import PrepareConfig
+    from lit_llm.prepare.run import PrepareConfig
 
     with pytest.raises(SystemExit) as exc:
         main(["prepare", "--config", str(path), "--print_config"])

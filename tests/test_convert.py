@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from lit_llm.checkpoint import load_model
-from lit_llm.cli import main
+from lit_llm.cli.commands import main
 from lit_llm.convert.hf import export_hf, import_hf
-from lit_llm.data.corpus import generate_corpus
-from lit_llm.data.tokenizer import train_bpe
+from lit_llm.prepare.corpus import generate_corpus
+from lit_llm.text.tokenizer import train_bpe
 from lit_llm.errors import LitLLMError
 from lit_llm.generation import generate
 

@@ -12,7 +12,7 @@ import torch
 
 from lit_llm.checkpoint import load_checkpoint, submodule_state
 from lit_llm.stages import PPOModule
-from tests.test_cli import write_config
+from tests.cli.test_commands import write_config
 
 
 def _fit(tmp_path, token_dir, name: str, devices: int, batch_size: int):
@@ -20,7 +20,7 @@ def _fit(tmp_path, token_dir, name: str, devices: int, batch_size: int):
     run_dir.mkdir()
     config = write_config(run_dir, token_dir)
     cmd = [
-        sys.executable, "-m", "lit_llm.cli", "fit", "--config", str(config),
+        sys.executable, "-m", "lit_llm.cli.commands", "fit", "--config", str(config),
         "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
         "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
         "--data.init_args.batch_size", str(batch_size),
@@ -46,9 +46,9 @@ def test_dpo_precomputed_reference_under_ddp_matches_one_process_with_a_live_ref
     process that runs the reference every step."""
     import yaml
 
-    from lit_llm.data.corpus import generate_corpus
-    from lit_llm.data.tasks import task_records
-    from lit_llm.data.tokenizer import train_bpe
+    from lit_llm.prepare.corpus import generate_corpus
+    from lit_llm.tasks import task_records
+    from lit_llm.text.tokenizer import train_bpe
     from tests.stages.conftest import save_model
 
     texts = list(generate_corpus(200, seed=1)) + [r["instruction"] for r in task_records("train", per_task=100)]
@@ -71,7 +71,7 @@ def test_dpo_precomputed_reference_under_ddp_matches_one_process_with_a_live_ref
                                    "batch_size": batch_size, "max_length": 96}},
         }  # fmt: skip
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
-        cmd = [sys.executable, "-m", "lit_llm.cli", "fit", "--config", str(tmp_path / f"{name}.yaml")]
+        cmd = [sys.executable, "-m", "lit_llm.cli.commands", "fit", "--config", str(tmp_path / f"{name}.yaml")]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         states[name] = submodule_state(load_checkpoint(run / "last.ckpt")["state_dict"])
@@ -100,9 +100,9 @@ def test_ppo_under_ddp_each_rank_generates_its_own_rollouts_and_whitening_spans_
     both ranks' tokens, so they sum to zero with unit variance over the two ranks together, not on each."""
     import yaml
 
-    from lit_llm.data.corpus import generate_corpus
-    from lit_llm.data.tasks import task_records
-    from lit_llm.data.tokenizer import train_bpe
+    from lit_llm.prepare.corpus import generate_corpus
+    from lit_llm.tasks import task_records
+    from lit_llm.text.tokenizer import train_bpe
     from tests.stages.conftest import save_model
 
     texts = list(generate_corpus(200, seed=1)) + [r["instruction"] for r in task_records("train", per_task=100)]
@@ -113,14 +113,14 @@ def test_ppo_under_ddp_each_rank_generates_its_own_rollouts_and_whitening_spans_
                     "logger": False, "enable_progress_bar": False, "enable_checkpointing": False,
                     "default_root_dir": str(tmp_path)},
         "model": {"class_path": "tests.test_ddp.RecordingPPOModule",
-                  "init_args": {"init_from": str(init), "reward_function": "lit_llm.data.tasks.verify",
+                  "init_args": {"init_from": str(init), "reward_function": "lit_llm.tasks.verify",
                                 "max_new_tokens": 6, "num_ppo_epochs": 1, "eval_generations": 0}},
         "data": {"class_path": "lit_llm.data.PromptDataModule",
                  "init_args": {"tokenizer": str(init), "prompt_style": "alpaca", "tasks": ["upper", "add"],
                                "examples_per_task": 8, "val_examples_per_task": 1, "batch_size": 4}},
     }  # fmt: skip
     (tmp_path / "ppo.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "lit_llm.cli", "fit", "--config", str(tmp_path / "ppo.yaml")]
+    cmd = [sys.executable, "-m", "lit_llm.cli.commands", "fit", "--config", str(tmp_path / "ppo.yaml")]
     env = {**os.environ, "PPO_RECORD_DIR": str(tmp_path)}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -13,7 +13,7 @@ from lit_llm.callbacks import TokenThroughput
 from lit_llm.data import PretrainDataModule
 from lit_llm.model import Block
 from lit_llm.stages import CausalLM
-from tests.stages.test_causal_lm import SMALL, LossRecorder
+from tests.stages.test_pretrain import SMALL, LossRecorder
 
 pytestmark = [
     pytest.mark.gpu,

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch import Callback, seed_everything
 
 from lit_llm.checkpoint import load_checkpoint, load_model, submodule_state
-from lit_llm.cli import main
+from lit_llm.cli.commands import main
 from lit_llm.data.preference import PreferenceDataModule
 from lit_llm.data.sft import SFTDataModule
 from lit_llm.errors import CheckpointError, ConfigError
@@ -27,8 +27,8 @@ from lit_llm.lora import (
 from lit_llm.losses import sequence_logps
 from lit_llm.model import GPT, Config
 from lit_llm.stages import DPOModule, ORPOModule, PPOModule, RewardModule, SFTModule
-from lit_llm.stages.preference import side_outputs
-from lit_llm.stages.reward import load_reward_model
+from lit_llm.stages.pairs import side_outputs
+from lit_llm.rewards import load_reward_model
 from tests.stages.conftest import SMALL, save_model, trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -38,9 +38,9 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["qkv", "attn_proj", "fc"
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """As in tests/stages/conftest.py: an untrained small model with a tokenizer that knows the task phrasings."""
-    from lit_llm.data.corpus import generate_corpus
-    from lit_llm.data.tasks import task_records
-    from lit_llm.data.tokenizer import train_bpe
+    from lit_llm.prepare.corpus import generate_corpus
+    from lit_llm.tasks import task_records
+    from lit_llm.text.tokenizer import train_bpe
 
     texts = list(generate_corpus(300, seed=1)) + [r["instruction"] for r in task_records("train", per_task=200)]
     return save_model(tmp_path_factory.mktemp("base") / "base.ckpt", train_bpe(texts, vocab_size=512), seed=0)
@@ -248,7 +248,7 @@ def test_dpo_lora_reference_is_the_base_with_adapters_disabled(tmp_path: Path, b
     fit = trainer(tmp_path, 4, limit_val_batches=0)
     fit.fit(module, dm)
     # No second copy: no reference module, the model holds the base weights once plus the adapters.
-    assert module.reference is None and module.has_reference()
+    assert module.reference.copy is None and module.reference.available
     assert not [n for n, _ in module.named_parameters() if not n.startswith("model.")]
 
     # An explicit frozen copy of the base, on the same batch.
@@ -265,7 +265,12 @@ def test_dpo_lora_reference_is_the_base_with_adapters_disabled(tmp_path: Path, b
     with torch.no_grad():
         out = side_outputs(module(batch), batch["targets"])
         loss, _ = module._losses(batch, out)
-        explicit_loss, _ = module._losses({**batch, "reference_logps": explicit}, out)
+        # The same loss from a precomputed table of reference log-probs (by pair id) holding the explicit copy's.
+        half = len(explicit) // 2
+        module.reference_table = torch.zeros(int(batch["pair_ids"].max()) + 1, 2)
+        module.reference_table[batch["pair_ids"]] = torch.stack([explicit[:half], explicit[half:]], dim=1)
+        explicit_loss, _ = module._losses(batch, out)
+        module.reference_table = None
         policy = sequence_logps(module.model(batch["input_ids"]), batch["targets"])
     assert not torch.allclose(policy, explicit, atol=1e-4)  # the adapters moved the policy away from the reference
     torch.testing.assert_close(loss, explicit_loss, rtol=1e-6, atol=1e-6)
@@ -274,7 +279,7 @@ def test_dpo_lora_reference_is_the_base_with_adapters_disabled(tmp_path: Path, b
     pre = DPOModule(init_from=str(base_checkpoint), precompute_reference=True, warmup_steps=0, eval_generations=0,
                     lora=LORA)  # fmt: skip
     trainer(tmp_path / "pre", 1, limit_val_batches=0).fit(pre, pair_data())
-    assert not pre.has_reference() and pre.model is not None
+    assert not pre.reference.available and pre.model is not None
 
 
 @pytest.mark.parametrize("stage", ["orpo", "reward"])
@@ -308,7 +313,7 @@ def test_orpo_and_reward_train_adapters_only(tmp_path: Path, base_checkpoint: Pa
 def test_ppo_lora_uses_the_policy_with_adapters_disabled_as_reference(
     tmp_path: Path, base_checkpoint: Path, value_model: str
 ) -> None:
-    from lit_llm.data.prompts import PromptDataModule
+    from lit_llm.data.rl_prompts import PromptDataModule
 
     torch.manual_seed(0)
     module = PPOModule(
@@ -320,7 +325,7 @@ def test_ppo_lora_uses_the_policy_with_adapters_disabled_as_reference(
                           val_examples_per_task=2, seed=3)  # fmt: skip
     fit = trainer(tmp_path, 2, limit_val_batches=0)
     fit.fit(module, datamodule=dm)
-    assert module.reference is None and module.has_reference()
+    assert module.reference.copy is None and module.reference.available
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     if value_model == "head":
         value = {"value_head.weight"}

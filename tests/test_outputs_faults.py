@@ -17,9 +17,9 @@ import torch
 
 import lit_llm.generation
 from lit_llm.checkpoint import load_model, load_tokenizer
-from lit_llm.cli import main
+from lit_llm.cli.commands import main
 from lit_llm.convert.hf import import_hf
-from lit_llm.data.templates import load_style, style_to_dict
+from lit_llm.text.templates import load_style, style_to_dict
 from lit_llm.model import GPT, Config
 from tests.stages.conftest import base_checkpoint  # noqa: F401  (the session fixture)
 from tests.test_convert import _hf_model, _save, tokenizer  # noqa: F401  (the module fixture)

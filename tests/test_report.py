@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_llm.cli import main
+from lit_llm.cli.commands import main
 from lit_llm.errors import DataError
 from lit_llm.eval.report import PLOTS, read_run, summary, write_report
 

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from lit_llm.data.tasks import task_records, verify
+from lit_llm.tasks import task_records, verify
 from lit_llm.errors import ConfigError
 from lit_llm.rewards import FunctionReward, RewardCounts, Rollouts, check_scores, import_function, load_reward_source
 
@@ -26,7 +26,7 @@ def user(text: str) -> list[dict]:
 # ---- import_function ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["lit_llm.data.tasks:verify", "lit_llm.data.tasks.verify"])
+@pytest.mark.parametrize("spec", ["lit_llm.tasks:verify", "lit_llm.tasks.verify"])
 def test_import_function_accepts_colon_and_dot_specs(spec: str) -> None:
     assert import_function(spec) is verify
 
@@ -36,11 +36,11 @@ def test_import_function_accepts_colon_and_dot_specs(spec: str) -> None:
     [
         ("no_such_package.rewards:score", r"'no_such_package\.rewards:score': cannot import 'no_such_package\.rewa"),
         ("no_such_package.score", r"'no_such_package\.score': cannot import 'no_such_package'"),
-        ("lit_llm.data.tasks:nope", r"'lit_llm\.data\.tasks:nope': module 'lit_llm\.data\.tasks' has no function"),
-        ("lit_llm.data.tasks.nope", r"module 'lit_llm\.data\.tasks' has no function 'nope'"),
-        ("lit_llm.data.tasks:TASKS", r"has no function 'TASKS'"),  # exists, but is not callable
+        ("lit_llm.tasks:nope", r"'lit_llm\.tasks:nope': module 'lit_llm\.tasks' has no function"),
+        ("lit_llm.tasks.nope", r"module 'lit_llm\.tasks' has no function 'nope'"),
+        ("lit_llm.tasks:TASKS", r"has no function 'TASKS'"),  # exists, but is not callable
         ("verify", r"'verify' must be 'package\.module:function'"),
-        ("lit_llm.data.tasks:", r"must be 'package\.module:function'"),
+        ("lit_llm.tasks:", r"must be 'package\.module:function'"),
     ],
 )
 def test_import_function_errors_name_the_spec(spec: str, message: str) -> None:
@@ -83,9 +83,9 @@ def test_function_reward_calls_the_function_per_response() -> None:
 
 
 def test_function_reward_from_a_spec_scores_tasks() -> None:
-    """"lit_llm.data.tasks.verify" gives 1.0 for the right answer and less for a wrong one."""
-    reward = FunctionReward("lit_llm.data.tasks.verify")
-    assert reward.name == "lit_llm.data.tasks.verify" and reward.fn is verify
+    """"lit_llm.tasks.verify" gives 1.0 for the right answer and less for a wrong one."""
+    reward = FunctionReward("lit_llm.tasks.verify")
+    assert reward.name == "lit_llm.tasks.verify" and reward.fn is verify
     records = task_records("train", ["add", "reverse"], per_task=2, seed=3)
     right = reward(rollouts([user(r["instruction"]) for r in records], [r["output"] for r in records]))
     assert right == [1.0] * 4
@@ -167,8 +167,8 @@ def test_load_reward_source_needs_exactly_one_source() -> None:
     with pytest.raises(ConfigError, match="set exactly one of model.reward_model"):
         load_reward_source(None, None)
     with pytest.raises(ConfigError, match="set exactly one of model.reward_model"):
-        load_reward_source("reward.ckpt", "lit_llm.data.tasks:verify")
-    source = load_reward_source(None, "lit_llm.data.tasks:verify")
+        load_reward_source("reward.ckpt", "lit_llm.tasks:verify")
+    source = load_reward_source(None, "lit_llm.tasks:verify")
     assert isinstance(source, FunctionReward) and source.fn is verify
     with pytest.raises(ConfigError, match="cannot import"):
         load_reward_source(None, "no_such_package:fn")

@@ -130,7 +130,7 @@ def import_hf(source: str | Path, output: str | Path, dtype: str | None = None, 
     """Convert a local Hugging Face checkpoint folder into a lit_llm checkpoint `output`/last.ckpt, which every
     stage's `init_from` accepts. `dtype` ("float32", "bfloat16", ...) casts the weights; None keeps theirs. An
     existing last.ckpt is replaced only with `overwrite`."""
-    from lit_llm.data.tokenizer import Tokenizer
+    from lit_llm.text.tokenizer import Tokenizer
 
     folder, out = Path(source), Path(output)
     path = out / "last.ckpt"

@@ -18,6 +18,19 @@ def world_of(trainer: Any) -> tuple[int, int]:
     return trainer.global_rank, trainer.world_size
 
 
+def example_loader(
+    items: list[Any], batch_size: int, collate_fn: Any, shuffle: bool, seed: int, num_workers: int, trainer: Any
+) -> DataLoader:
+    """A loader of in-memory examples: training loaders (`shuffle`) shuffle by (seed, epoch), deal the examples to
+    the Trainer's ranks and resume mid-epoch; evaluation loaders keep the order."""
+    kwargs = dict(batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers)
+    if not shuffle:
+        return DataLoader(items, shuffle=False, **kwargs)
+    rank, world = world_of(trainer)
+    sampler = ExampleSampler(items, shuffle=True, seed=seed, num_replicas=world, rank=rank)
+    return ResumableDataLoader(items, sampler=sampler, **kwargs)
+
+
 class ExampleSampler(DistributedSampler):
     """DistributedSampler that can skip the samples of the current epoch consumed before a resume.
 

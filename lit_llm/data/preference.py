@@ -25,14 +25,19 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
 
-from lit_llm.data.conversations import RecordError, SkipCounter, check_conversation, parse_messages, resolve_roles
-from lit_llm.data.sft import TASKS_SOURCE, SFTDataModule, SFTStats, shifted_targets
-from lit_llm.data.templates import BoundaryError, PromptStyle, encode_parts, prompt_ids
-from lit_llm.data.tokenizer import Tokenizer
+from lit_llm.data.connect import DataInfo, DataSpec, check_max_length
+from lit_llm.data.examples import ExampleStore, from_examples
+from lit_llm.data.records import TASKS_SOURCE, Encoded, RecordSet, SFTStats, Split, build_each, check_length
+from lit_llm.data.sft import check_options, shifted_targets
 from lit_llm.errors import ConfigError
 from lit_llm.losses import IGNORE_INDEX
+from lit_llm.tasks import task_pairs
+from lit_llm.text.conversations import RecordError, check_conversation, parse_messages, resolve_roles
+from lit_llm.text.templates import BoundaryError, PromptStyle, encode_parts, prompt_ids
+from lit_llm.text.tokenizer import Tokenizer
 
 PREFERENCE_FIELDS = {
     "prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "role": "role", "content": "content"
@@ -43,9 +48,10 @@ PREFERENCE_FIELDS = {
 class PreferencePair:
     """A tokenized pair: each side's full `*_ids` (prompt + response) and shifted `*_targets` (response only).
 
-    `messages` is the prompt conversation (None for raw-text pairs); `reference_logps`, once computed, holds the
-    reference model's log-probs of (chosen, rejected). `margin` is the record's optional numeric "margin" field,
-    how strongly chosen is preferred (for the reward model's margin loss)."""
+    `messages` is the prompt conversation (None for raw-text pairs). `margin` is the record's optional numeric
+    "margin" field, how strongly chosen is preferred (for the reward model's margin loss). `pair_id` numbers the
+    pairs of a PreferenceDataModule: train pairs 0..N-1, then val pairs N..N+M-1 (None for pairs built alone);
+    a stage keys what it computes per pair (DPO's reference log-probs) by it."""
 
     chosen_ids: np.ndarray
     chosen_targets: np.ndarray
@@ -55,7 +61,7 @@ class PreferencePair:
     chosen: str
     task: str | None = None
     margin: float | None = None
-    reference_logps: tuple[float, float] | None = None
+    pair_id: int | None = None
 
 
 def resolve_preference_fields(fields: dict[str, str] | None) -> dict[str, str]:
@@ -187,47 +193,40 @@ def build_pairs(
     """
     stats = stats if stats is not None else SFTStats()
     fields, roles = resolve_preference_fields(fields), resolve_roles(roles)
-    pairs = []
-    for location, record in records:
-        stats.records += 1
-        try:
-            head, chosen, rejected, messages, text = encode_pair(record, tokenizer, style, fields, roles)
-        except RecordError as exc:
-            stats.skips.skip(location, exc.reason, exc.detail)
-            continue
-        except BoundaryError as exc:
-            stats.skips.skip(location, "boundary_mismatch", str(exc))
-            continue
-        if len(head) >= max_length:
-            detail = f"the prompt has {len(head)} tokens, max_length is {max_length}"
-            stats.skips.skip(location, "prompt_too_long", detail)
-            continue
-        longest = len(head) + max(len(chosen), len(rejected))
-        if longest > max_length:
-            if truncation == "drop":
-                stats.skips.skip(location, "too_long", f"{longest} tokens, max_length is {max_length}")
-                continue
+
+    def encode(record: Any) -> Encoded[PreferencePair]:
+        head, chosen, rejected, messages, text = encode_pair(record, tokenizer, style, fields, roles)
+        truncated = check_length(len(head), len(head) + max(len(chosen), len(rejected)), max_length, truncation)
+        if truncated:
             room = max_length - len(head)
             chosen, rejected = chosen[:room], rejected[:room]
             if chosen == rejected:
-                stats.skips.skip(location, "identical_responses", f"the responses agree on their first {room} tokens")
-                continue
-            stats.truncated += 1
+                raise RecordError("identical_responses", f"the responses agree on their first {room} tokens")
         c_ids, c_targets = _side_arrays(head, chosen)
         r_ids, r_targets = _side_arrays(head, rejected)
-        stats.examples += 1
-        stats.tokens += len(c_ids) + len(r_ids)
-        stats.response_tokens += len(chosen) + len(rejected)
         task = record.get("task") if isinstance(record.get("task"), str) else None
         margin = record.get("margin")
         margin = float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else None
-        pairs.append(PreferencePair(c_ids, c_targets, r_ids, r_targets, messages, text, task, margin))
-    return pairs
+        pair = PreferencePair(c_ids, c_targets, r_ids, r_targets, messages, text, task, margin)
+        return Encoded(pair, len(c_ids) + len(r_ids), len(chosen) + len(rejected), truncated)
+
+    return build_each(records, encode, stats)
+
+
+def number_pairs(split: Split[PreferencePair]) -> None:
+    """Number the pairs of a data module: train pairs 0..N-1, then val pairs N.. (the two never collide)."""
+    for i, pair in enumerate(split.train + split.val):
+        pair.pair_id = i
+
+
+def pair_summary(stats: SFTStats, name: str) -> str:
+    """The summary line of a split's pairs."""
+    return stats.summary(name, noun="pairs")
 
 
 def collate_pairs(pairs: list[PreferencePair], pad_id: int) -> dict[str, Any]:
     """2B right-padded rows, chosen sides first: `input_ids`, `targets`, `last_index` (each row's last real token),
-    `num_tokens`, and when every pair has them, `margin` (B,) and `reference_logps` (2B,)."""
+    `num_tokens`, and when every pair has them, `margin` (B,) and `pair_ids` (B,), the pairs' ids in batch order."""
     sides = [(p.chosen_ids, p.chosen_targets) for p in pairs] + [(p.rejected_ids, p.rejected_targets) for p in pairs]
     T = max(len(ids) for ids, _ in sides)
     input_ids = torch.full((len(sides), T), pad_id, dtype=torch.long)
@@ -240,14 +239,16 @@ def collate_pairs(pairs: list[PreferencePair], pad_id: int) -> dict[str, Any]:
                              "num_tokens": int(lengths.sum())}  # fmt: skip
     if all(p.margin is not None for p in pairs):
         batch["margin"] = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-    if all(p.reference_logps is not None for p in pairs):
-        ref = torch.tensor([p.reference_logps for p in pairs], dtype=torch.float32)
-        batch["reference_logps"] = torch.cat([ref[:, 0], ref[:, 1]])
+    if all(p.pair_id is not None for p in pairs):
+        batch["pair_ids"] = torch.tensor([p.pair_id for p in pairs], dtype=torch.long)
     return batch
 
 
-class PreferenceDataModule(SFTDataModule):
+class PreferenceDataModule(LightningDataModule):
     """Pairwise preference data for the reward model, DPO and ORPO: one chosen and one rejected response per prompt.
+
+    The pairs are built in `setup` when `tokenizer` and `prompt_style` are given, else when the stage connects the
+    data module (`connect`, `lit_llm.data.connect`) and hands over its model's tokenizer and prompt style.
 
     Args:
         train: sources of preference records: JSON Lines, JSON, Parquet or CSV files, folders or globs of them,
@@ -266,7 +267,7 @@ class PreferenceDataModule(SFTDataModule):
         truncation: what to do with longer pairs: "drop" them or "truncate" the responses.
         batch_size: pairs per micro-batch (2 x batch_size rows).
         val_fraction: share of `train` held out for validation when `val` is None.
-        tasks: built-in tasks to use (None: all of `lit_llm.data.tasks.TASKS`).
+        tasks: built-in tasks to use (None: all of `lit_llm.tasks.TASKS`).
         examples_per_task: training pairs per built-in task.
         val_examples_per_task: validation pairs per built-in task.
         strict: raise on the first bad record (naming its file and record) instead of skipping and counting.
@@ -293,42 +294,63 @@ class PreferenceDataModule(SFTDataModule):
         num_workers: int = 0,
         seed: int = 42,
     ) -> None:
+        super().__init__()
         resolve_preference_fields(fields)
-        super().__init__(
-            train=train, val=val, roles=roles, prompt_style=prompt_style or "alpaca", tokenizer=tokenizer,
-            max_length=max_length,
-            truncation=truncation, batch_size=batch_size, val_fraction=val_fraction, tasks=tasks,
-            examples_per_task=examples_per_task, val_examples_per_task=val_examples_per_task, strict=strict,
-            num_workers=num_workers, seed=seed,
-        )  # fmt: skip
+        check_options(truncation, max_length, batch_size, val_fraction)
         self.save_hyperparameters()
+        resolve_roles(roles)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        records = RecordSet.of("preference", task_pairs, self.hparams, describe=pair_summary)
+        # A prompt_style of None is the style of the model's checkpoint, known once the stage connects.
+        self.examples: ExampleStore[PreferencePair] = ExampleStore(
+            records, self._encode, tokenizer, prompt_style, batch_size, num_workers, finish=number_pairs
+        )
+
+    # ---- what the pairs are made with, and the pairs: `self.examples` (lit_llm.data.examples) -----------
+
+    # The tokenizer and prompt style (`tokenizer`, `prompt_style`, else the stage's); each split's SFTStats; the
+    # pairs, built on first use when they can be: train pairs have pair_ids 0..N-1, then val pairs N..N+M-1.
+    tokenizer, vocab_size, pad_id, prompt_style = from_examples("tokenizer", "vocab_size", "pad_id", "prompt_style")
+    stats, train_examples, val_examples = from_examples("stats", "train", "val")
+
+    # ---- building ------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_examples is None and self.hparams.prompt_style is None:
-            self.prompt_style = self._checkpoint_style()
-        super().setup(stage)
+        """Build the pairs now when `tokenizer` and `prompt_style` are given; else `connect` builds them."""
+        self.examples.setup()
 
-    def _builtin_records(self, split: str, per_task: int) -> list[dict[str, Any]]:
-        from lit_llm.data.tasks import task_pairs
+    def connect(self, spec: DataSpec) -> DataInfo:
+        """Build the pairs with what the stage hands over (its tokenizer and checkpoint prompt style, where
+        `tokenizer` and `prompt_style` are not given), unless they are built already; check they fit the model."""
+        check_max_length(self.max_length, spec)
+        return self.examples.connect(spec, self.block_size, self.batch_shape)
 
-        return task_pairs(split, self.hparams.tasks, per_task=per_task, seed=self.hparams.seed)
-
-    def _build(self, records: Iterable[tuple[str, Any]], name: str) -> list[PreferencePair]:
+    def _encode(self, records: Iterable[tuple[str, Any]], stats: SFTStats) -> list[PreferencePair]:
         hp = self.hparams
-        stats = SFTStats(skips=SkipCounter(strict=hp.strict))
-        pairs = build_pairs(
+        return build_pairs(
             records, self.tokenizer, self.prompt_style, hp.max_length, hp.truncation, hp.fields, hp.roles, stats
         )
-        self.stats[name] = stats
-        stats.skips.warn(f"preference {name} data")
-        rank_zero_info(stats.summary(f"preference {name} data").replace("examples", "pairs"))
-        return pairs
 
-    def _rows(self, examples: list[PreferencePair], packed: bool) -> list[PreferencePair]:
-        return examples
+    # ---- loaders -------------------------------------------------------------------------------
 
-    def _collate(self, packed: bool) -> Any:
-        return functools.partial(collate_pairs, pad_id=self.pad_id)
+    @property
+    def block_size(self) -> int:
+        return self.max_length
+
+    @property
+    def batch_shape(self) -> None:
+        return None  # rows are padded to each batch's longest
+
+    def _loader(self, pairs: list[PreferencePair], shuffle: bool) -> DataLoader | list:
+        collate_fn = functools.partial(collate_pairs, pad_id=self.pad_id)
+        return self.examples.loader(pairs, collate_fn, shuffle, self.trainer)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_examples, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_examples, shuffle=False)
 
     def eval_prompts(self, limit: int) -> list[tuple[list[dict[str, Any]], str, str | None]]:
         """Up to `limit` validation prompts (as conversations) with their chosen response and task."""

@@ -13,10 +13,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lit_llm.data.connect import DataInfo, DataSpec
 from lit_llm.data.loading import ResumableDataLoader, world_of
-from lit_llm.data.prepare import PrepareConfig, prepare
-from lit_llm.data.shards import TokenFile, open_token_file
-from lit_llm.data.tokenizer import Tokenizer
+from lit_llm.prepare.run import PrepareConfig, prepare
+from lit_llm.prepare.shards import TokenFile, open_token_file
+from lit_llm.text.tokenizer import Tokenizer
 from lit_llm.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class PretrainDataModule(LightningDataModule):
             return
         stats = prepare(config)
         if not stats.get("up_to_date"):
-            from lit_llm.data.stats import format_table
+            from lit_llm.prepare.stats import format_table
 
             log.info("prepared %s:\n%s", self.data_dir, format_table(stats))
 
@@ -204,6 +205,19 @@ class PretrainDataModule(LightningDataModule):
         if self.val_tokens is not None and len(self.val_tokens) < needed:
             log.warning("validation split has %d tokens, fewer than one window: validation is skipped", len(self.val_tokens))
             self.val_tokens = None
+
+    def connect(self, spec: DataSpec) -> DataInfo:
+        """Check the windows fit the model (`spec.block_size`); the tokenizer is the token files' own, whatever the
+        stage has. Returns the tokenizer (None for raw token files without one), vocab size and batch shape."""
+        if spec.block_size is not None and self.block_size > spec.block_size:
+            raise ConfigError(f"data.block_size ({self.block_size}) exceeds the model's block_size ({spec.block_size})")
+        self.setup()
+        return DataInfo(self.tokenizer, self.vocab_size, self.block_size, self.batch_shape, None, self.batch_size)
+
+    @property
+    def batch_shape(self) -> tuple[int, int]:
+        """(rows, tokens) of every training batch, for counting FLOPs."""
+        return self.batch_size, self.block_size
 
     def _check_tokenizer(self, files: list[TokenFile]) -> None:
         """The tokenizer beside the token files must hold every id they use (open_token_file has already checked

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_llm.errors import CheckpointError, ConfigError, DataError
+from lit_llm.errors import ConfigError, DataError
 from lit_llm.eval.stats import bootstrap_mean_interval, paired_bootstrap, pass_at_k
 
 
@@ -68,9 +68,9 @@ class ModelResult:
 def load_prompts(path: str | Path) -> list[tuple[list[dict[str, Any]], str | None]]:
     """(conversation, task) pairs from a prompt file (JSON Lines/JSON/Parquet/CSV records as PromptDataModule reads
     them); a malformed record raises DataError naming its file and line."""
-    from lit_llm.data.conversations import RecordError, resolve_roles
-    from lit_llm.data.prompts import prompt_messages, resolve_prompt_fields
-    from lit_llm.data.sources import iter_records
+    from lit_llm.text.conversations import RecordError, resolve_roles
+    from lit_llm.data.rl_prompts import prompt_messages, resolve_prompt_fields
+    from lit_llm.prepare.sources import iter_records
 
     fields, roles = resolve_prompt_fields(None), resolve_roles(None)
     out = []
@@ -89,7 +89,7 @@ def load_prompts(path: str | Path) -> list[tuple[list[dict[str, Any]], str | Non
 def _response_logps(model: Any, rows: list[list[int]], responses: list[list[int]], temperature: float) -> list[float]:
     import torch
 
-    from lit_llm.stages.rollouts import layout, response_logps
+    from lit_llm.rollout.layout import layout, response_logps
 
     out: list[float] = []
     with torch.no_grad():
@@ -108,7 +108,7 @@ def _num(value: float | None) -> float | None:
 
 def _groups(tasks: Sequence[str | None]) -> list[str]:
     """The tasks that occur, built-in ones in TASKS order and others as they first come, then "all"."""
-    from lit_llm.data.tasks import TASKS
+    from lit_llm.tasks import TASKS
 
     seen = list(dict.fromkeys(t for t in tasks if t is not None))
     return [t for t in TASKS if t in seen] + [t for t in seen if t not in TASKS] + ["all"]
@@ -161,7 +161,7 @@ def task_table(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """`score_table` of fixed answers, `responses[checkpoint][i]` answering `prompts[i]`: a prompt's task is
     `task_of(prompt)` and its verifier scores the answers; answers to prompts of no task are unscored."""
-    from lit_llm.data.tasks import task_of
+    from lit_llm.tasks import task_of
 
     found = [task_of(p) for p in prompts]
     verifier = {}
@@ -188,7 +188,7 @@ def pass_table(tasks: Sequence[str | None], samples: Sequence[Sequence[float] | 
 
 
 def _verify(items: list[tuple[list[dict[str, Any]], str | None]], texts: list[str]) -> list[float | None]:
-    from lit_llm.data.tasks import TASKS
+    from lit_llm.tasks import TASKS
 
     return [TASKS[t].verify(m[-1]["content"], x) if t in TASKS else None for (m, t), x in zip(items, texts)]
 
@@ -236,10 +236,10 @@ def compare_checkpoints(
     """
     from tqdm import tqdm
 
-    from lit_llm.checkpoint import load_model, meta_tokenizer
-    from lit_llm.data.tasks import TASKS, task_of, task_records
-    from lit_llm.data.templates import load_style, prompt_ids, stop_ids
-    from lit_llm.generation import _prompt_room, generate
+    from lit_llm.checkpoint import load_bundle
+    from lit_llm.tasks import TASKS, task_of, task_records
+    from lit_llm.text.templates import prompt_ids, stop_ids
+    from lit_llm.generation import generate, prompt_room
 
     if samples < 1:
         raise ConfigError(f"samples must be at least 1, got {samples}")
@@ -262,26 +262,22 @@ def compare_checkpoints(
     conversations = [messages for messages, _ in items]
     scorer = None
     if reward_model:
-        from lit_llm.stages.reward import load_reward_model
+        from lit_llm.rewards import load_reward_model
 
         scorer = load_reward_model(reward_model)
     results: dict[str, ModelResult] = {}
     models: dict[str, tuple[Any, list[list[int]], list[list[int]], Any]] = {}
     for path in tqdm(checkpoints, desc="answering", unit="model", leave=False, disable=not progress):
-        model, meta = load_model(path)
-        if meta.get("stage") == "reward":
-            raise CheckpointError(f"{path} is a reward-model checkpoint; compare answers of policies (pass it as "
-                                  "--reward_model to score them)")  # fmt: skip
-        tokenizer = meta_tokenizer(meta, path)
-        style = load_style(meta.get("prompt_style") or "alpaca")
-        room = _prompt_room(model, max_new_tokens)
+        bundle = load_bundle(path)  # a reward-model checkpoint is refused, naming --reward_model's use
+        model, tokenizer, style = bundle.model, bundle.tokenizer, bundle.style_or("alpaca")
+        room = prompt_room(model, max_new_tokens)
         rows = [prompt_ids(tokenizer, style, m)[-room:] for m in conversations]
         answer = lambda s: generate(model, rows, max_new_tokens=max_new_tokens, temperature=temperature,  # noqa: E731
                                     top_k=None, stop_tokens=stop_ids(tokenizer, style), seed=s)  # fmt: skip
         answers = answer(seed)
         texts = [tokenizer.decode(a) for a in answers]
         mean_length = sum(map(len, answers)) / len(answers)
-        result = ModelResult(path, meta.get("stage"), texts, _verify(items, texts), mean_length=mean_length)
+        result = ModelResult(path, bundle.stage, texts, _verify(items, texts), mean_length=mean_length)
         if samples > 1:
             draws = [_verify(items, [tokenizer.decode(a) for a in answer(seed + 1 + j)]) for j in range(samples)]
             result.sample_verifier = [None if v is None else [d[i] for d in draws] for i, v in enumerate(draws[0])]
@@ -368,7 +364,7 @@ def write_comparison(
 
     `tasks[i]` is conversation i's task (default: `task_of` its last message); the bootstrap settings feed
     `score_table`."""
-    from lit_llm.data.tasks import task_of
+    from lit_llm.tasks import task_of
     from lit_llm.eval.plots import per_task_chart
 
     out.mkdir(parents=True, exist_ok=True)

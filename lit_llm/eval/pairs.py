@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lit_llm.data.tasks import get_task, task_records
+from lit_llm.tasks import get_task, task_records
 
 
 @dataclass
@@ -140,8 +140,7 @@ def write_pairs(
     import torch
 
     from lit_llm.atomic import OutputError, atomic_write, atomic_write_text
-    from lit_llm.checkpoint import load_model, meta_tokenizer
-    from lit_llm.data.templates import load_style
+    from lit_llm.checkpoint import load_bundle
 
     path = Path(output)
     if path.is_dir():
@@ -151,9 +150,8 @@ def write_pairs(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    model, meta = load_model(checkpoint)
-    tokenizer = meta_tokenizer(meta, checkpoint)
-    style = load_style(meta.get("prompt_style") or "alpaca")
+    bundle = load_bundle(checkpoint)
+    model, tokenizer, style = bundle.model, bundle.tokenizer, bundle.style_or("alpaca")
     records = task_records(split, tasks, per_task=per_task, seed=seed)
     pairs, stats = sample_pairs(
         model.to(device), tokenizer, style, records, samples, temperature, max_new_tokens, batch_size, seed,

@@ -3,90 +3,78 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from lit_llm.errors import ConfigError
 from lit_llm.losses import DPO_LOSSES, dpo_loss, next_token_loss
-from lit_llm.stages.preference import PreferenceModule, SideOutputs, side_outputs
+from lit_llm.model import GPT
+from lit_llm.stages.base import Stage
+from lit_llm.stages.pairs import SideOutputs, evaluate_pairs, side_outputs, train_on_pairs
 from lit_llm.stages.reference import FrozenReference
 
 
-class DPOModule(FrozenReference, PreferenceModule):
+class DPOModule(Stage):
     """Align a policy with DPO-family losses on preference pairs; the reference is the `init_from` model.
 
-    The reference is a second copy of the starting weights: in eval mode, without gradients, outside the
-    optimizer and, under FSDP, sharded like the policy. With `precompute_reference`, the reference log-probs of
-    every training and validation pair are computed in one pass before training (each rank scores a share, then
-    all ranks gather them) and the reference is freed, so training holds one model. Being a function of the
+    The reference (`self.reference`, a `FrozenReference`) is a second copy of the starting weights: in eval mode,
+    without gradients, outside the optimizer and, under FSDP, sharded like the policy. With
+    `precompute_reference`, the reference log-probs of every training and validation pair are computed in one pass
+    before training (each rank scores a share, then all ranks gather them), kept by this stage in a table indexed
+    by the pairs' ids, and the reference is freed, so training holds one model. Being a function of the
     `init_from` weights only, they are recomputed identically on resume. Reference weights are not written to
     checkpoints.
 
     Logged (train/ and val/): loss, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins,
-    logps/chosen, logps/rejected, logits/chosen, logits/rejected, plus the verifier scores of SFT.
+    logps/chosen, logps/rejected (summed response log-probs), logits/chosen, logits/rejected, plus the verifier
+    scores of the answers to `eval_generations` validation prompts.
 
     Args:
-        init_from: the lit_llm checkpoint (usually SFT) the policy and the reference start from.
         beta: strength of the KL penalty towards the reference (DPO's beta).
         loss_type: "sigmoid" (DPO; with label_smoothing, conservative cDPO), "robust" (rDPO), "hinge" (SLiC) or
             "ipo" (on per-token mean log-probs).
         label_smoothing: assumed share of flipped labels, for "sigmoid" and "robust".
         sft_weight: weight of an added NLL loss on the chosen responses (RPO's alpha); 0 turns it off.
         precompute_reference: score the pairs with the reference once before training instead of every step.
-        model_config: fields of the model config to override (e.g. {dropout: 0.1}).
-        learning_rate: peak learning rate, reached at the end of warmup.
-        min_lr: floor the cosine decays to.
-        warmup_steps: optimizer steps of linear warmup.
-        lr_decay_steps: step at which the cosine reaches `min_lr`; None uses the Trainer's max_steps.
-        weight_decay: AdamW decay of matrices.
-        betas: AdamW betas.
-        eval_generations: validation prompts answered greedily at each validation run and scored by the tasks'
-            verifiers (val/exact_match...).
-        sample_generations: how many of those answers are printed and logged as text.
-        max_new_tokens: longest generated answer.
-        compile: compile the policy with torch.compile.
-        lora: low-rank adapters instead of full fine-tuning ({r, alpha, dropout, targets}); see `CausalLM`. The
-            reference is then the policy with its adapters disabled: no second copy is held.
+        **kwargs: the options every stage takes (`lit_llm.stages.base.Stage`); `init_from` is required. With
+            `lora`, the reference is the policy with its adapters disabled: no second copy is held. This stage's
+            defaults are learning_rate 5e-6, min_lr 5e-7, warmup_steps 10, eval_generations 60, max_new_tokens 32.
     """
 
     stage_name = "dpo"
+    answers_prompts = True
+    defaults: ClassVar[dict[str, Any]] = {**Stage.defaults, "learning_rate": 5e-6, "min_lr": 5e-7,
+                                          "warmup_steps": 10, "eval_generations": 60}  # fmt: skip
 
     def __init__(
         self,
-        init_from: str | None = None,
         beta: float = 0.1,
         loss_type: str = "sigmoid",
         label_smoothing: float = 0.0,
         sft_weight: float = 0.0,
         precompute_reference: bool = False,
-        model_config: dict[str, Any] | None = None,
-        learning_rate: float = 5e-6,
-        min_lr: float = 5e-7,
-        warmup_steps: int = 10,
-        lr_decay_steps: int | None = None,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eval_generations: int = 60,
-        sample_generations: int = 4,
-        max_new_tokens: int = 32,
-        compile: bool = False,
-        lora: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            init_from=init_from, model_config=model_config, learning_rate=learning_rate, min_lr=min_lr,
-            warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, betas=betas,
-            eval_generations=eval_generations, sample_generations=sample_generations, max_new_tokens=max_new_tokens,
-            compile=compile, lora=lora,
-        )  # fmt: skip
-        if init_from is None:
+        super().__init__(**kwargs)
+        if self.hparams.init_from is None:
             raise ConfigError("model.init_from is required: DPO starts the policy and its reference from a checkpoint")
         if loss_type not in DPO_LOSSES:
             raise ConfigError(f"model.loss_type must be one of {', '.join(DPO_LOSSES)}, got {loss_type!r}")
         if beta <= 0 or not 0 <= label_smoothing < 0.5 or sft_weight < 0:
             raise ConfigError("model.beta must be > 0, label_smoothing in [0, 0.5) and sft_weight >= 0")
-        self.save_hyperparameters()
-        self.reference: torch.nn.Module | None = None
+        self.reference: FrozenReference | None = None
+        # (pairs, 2) reference log-probs of chosen and rejected, indexed by the pairs' ids, when precomputed.
+        self.reference_table: torch.Tensor | None = None
+
+    def configure_components(self, wrap: Any = None) -> None:
+        if self.lora_config is not None:
+            self.reference = FrozenReference(policy=lambda: self.model)
+        else:
+            self.reference = FrozenReference(self.policy.build(GPT, wrap))
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model(batch["input_ids"])
 
     # ---- the reference ----------------------------------------------------------------------------
 
@@ -96,7 +84,7 @@ class DPOModule(FrozenReference, PreferenceModule):
 
     @torch.no_grad()
     def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
-        with self.reference_network() as reference:
+        with self.reference.network() as reference:
             out = side_outputs(reference(batch["input_ids"]), batch["targets"])
         return out.mean_logps if self._average else out.logps
 
@@ -107,7 +95,7 @@ class DPOModule(FrozenReference, PreferenceModule):
 
     @torch.no_grad()
     def _precompute_reference(self) -> None:
-        """Reference log-probs for every train and val pair, stored on the pairs; then the reference is freed."""
+        """Reference log-probs of every train and val pair (ids 0..N-1 and N..N+M-1), then the reference is freed."""
         from lit_llm.data.preference import collate_pairs
 
         dm = self.trainer.datamodule
@@ -127,21 +115,26 @@ class DPOModule(FrozenReference, PreferenceModule):
                 logps = self._reference_logps(batch)
                 values[start : start + len(chunk)] = torch.stack([logps[: len(chunk)], logps[len(chunk) :]], dim=1)
         gathered = self.all_gather(values).reshape(world, -1, 2).cpu() if world > 1 else values[None].cpu()
+        table = torch.zeros(len(pairs), 2, dtype=torch.float32)
         for r in range(world):
             for j, i in enumerate(range(r, len(pairs), world)):
-                pairs[i].reference_logps = (float(gathered[r, j, 0]), float(gathered[r, j, 1]))
-        self.free_reference()
+                table[i] = gathered[r, j].float()
+        self.reference_table = table
+        self.reference.free()
+
+    def _batch_reference(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self.reference_table is not None:
+            ref = self.reference_table[batch["pair_ids"].cpu()]
+            return torch.cat([ref[:, 0], ref[:, 1]]).to(self.device)
+        if self.reference is not None and self.reference.available:
+            return self._reference_logps(batch)
+        raise RuntimeError("no reference log-probs: none were precomputed and the reference model was freed")
 
     # ---- the loss ---------------------------------------------------------------------------------
 
     def _losses(self, batch: dict[str, Any], out: SideOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         h = out.half
-        if "reference_logps" in batch:
-            reference = batch["reference_logps"]
-        elif self.has_reference():
-            reference = self._reference_logps(batch)
-        else:
-            raise RuntimeError("no reference log-probs: the batch has none and the reference model was freed")
+        reference = self._batch_reference(batch)
         policy = out.mean_logps if self._average else out.logps
         hp = self.hparams
         losses, chosen_rewards, rejected_rewards = dpo_loss(
@@ -154,3 +147,25 @@ class DPOModule(FrozenReference, PreferenceModule):
             loss = loss + hp.sft_weight * nll
             metrics["nll_loss"] = nll.detach()
         return loss, metrics
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return train_on_pairs(self, batch, self._losses)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        evaluate_pairs(self, batch, self._losses)
+
+    test_step = validation_step
+
+    def on_validation_epoch_end(self) -> None:
+        self.answer_eval_prompts()
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        FrozenReference.strip(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.reference is not None:
+            self.reference.fill(checkpoint)

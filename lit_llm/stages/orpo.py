@@ -2,71 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from lit_llm.errors import ConfigError
 from lit_llm.losses import next_token_loss, orpo_loss
-from lit_llm.stages.preference import PreferenceModule, SideOutputs
+from lit_llm.stages.base import Stage
+from lit_llm.stages.pairs import SideOutputs, evaluate_pairs, train_on_pairs
 
 
-class ORPOModule(PreferenceModule):
+class ORPOModule(Stage):
     """Align with ORPO (Hong et al. 2024): NLL on the chosen response minus beta * log sigmoid of the log odds ratio
     of chosen over rejected, on per-token mean log-probs. No reference model is held.
 
     Logged (train/ and val/): loss, nll_loss, log_odds_ratio (mean log sigmoid of the log odds ratio),
     log_odds_chosen (mean log odds ratio), rewards/chosen and rewards/rejected (beta * mean log-probs),
-    rewards/accuracies, rewards/margins, logps/..., logits/..., plus the verifier scores of SFT.
+    rewards/accuracies, rewards/margins, logps/..., logits/..., plus the verifier scores of the answers to
+    `eval_generations` validation prompts.
 
     Args:
-        init_from: the lit_llm checkpoint to start from (SFT, or a pretrained model: ORPO also teaches the format).
         beta: weight of the odds-ratio term (the paper's lambda).
-        model: preset used only without `init_from`.
-        model_config: fields of the model config to override (e.g. {dropout: 0.1}).
-        learning_rate: peak learning rate, reached at the end of warmup.
-        min_lr: floor the cosine decays to.
-        warmup_steps: optimizer steps of linear warmup.
-        lr_decay_steps: step at which the cosine reaches `min_lr`; None uses the Trainer's max_steps.
-        weight_decay: AdamW decay of matrices.
-        betas: AdamW betas.
-        eval_generations: validation prompts answered greedily at each validation run and scored by the tasks'
-            verifiers (val/exact_match...).
-        sample_generations: how many of those answers are printed and logged as text.
-        max_new_tokens: longest generated answer.
-        compile: compile the model with torch.compile.
-        lora: low-rank adapters instead of full fine-tuning ({r, alpha, dropout, targets}); see `CausalLM`.
+        **kwargs: the options every stage takes (`lit_llm.stages.base.Stage`); `init_from` is an SFT model, or a
+            pretrained one (ORPO also teaches the format). This stage's defaults are learning_rate 8e-6, min_lr
+            8e-7, warmup_steps 10, eval_generations 60, max_new_tokens 32.
     """
 
     stage_name = "orpo"
+    answers_prompts = True
+    defaults: ClassVar[dict[str, Any]] = {**Stage.defaults, "learning_rate": 8e-6, "min_lr": 8e-7,
+                                          "warmup_steps": 10, "eval_generations": 60}  # fmt: skip
 
-    def __init__(
-        self,
-        init_from: str | None = None,
-        beta: float = 0.1,
-        model: str = "tiny",
-        model_config: dict[str, Any] | None = None,
-        learning_rate: float = 8e-6,
-        min_lr: float = 8e-7,
-        warmup_steps: int = 10,
-        lr_decay_steps: int | None = None,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eval_generations: int = 60,
-        sample_generations: int = 4,
-        max_new_tokens: int = 32,
-        compile: bool = False,
-        lora: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            init_from=init_from, model=model, model_config=model_config, learning_rate=learning_rate, min_lr=min_lr,
-            warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, betas=betas,
-            eval_generations=eval_generations, sample_generations=sample_generations, max_new_tokens=max_new_tokens,
-            compile=compile, lora=lora,
-        )  # fmt: skip
+    def __init__(self, beta: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if beta < 0:
             raise ConfigError(f"model.beta must be >= 0, got {beta}")
-        self.save_hyperparameters()
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model(batch["input_ids"])
 
     def _losses(self, batch: dict[str, Any], out: SideOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         h, beta = out.half, self.hparams.beta
@@ -79,3 +52,14 @@ class ORPOModule(PreferenceModule):
             "chosen_rewards": beta * out.mean_logps[:h].detach(),
             "rejected_rewards": beta * out.mean_logps[h:].detach(),
         }
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return train_on_pairs(self, batch, self._losses)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        evaluate_pairs(self, batch, self._losses)
+
+    test_step = validation_step
+
+    def on_validation_epoch_end(self) -> None:
+        self.answer_eval_prompts()

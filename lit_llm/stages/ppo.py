@@ -6,17 +6,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, model_state
-from lit_llm.data.templates import stop_ids
 from lit_llm.errors import CheckpointError, ConfigError
-from lit_llm.generation import cut_at_stop_strings, generate, padded_positions_and_mask
+from lit_llm.generation import padded_positions_and_mask
 from lit_llm.lora import apply_lora
-from lit_llm.model import Config, RewardModel
+from lit_llm.model import GPT, Config, RewardModel
 from lit_llm.rewards import RewardCounts, Rollouts, check_reward_spec, check_scores, load_reward_source
 from lit_llm.rl import (
     KL_ESTIMATORS,
@@ -29,14 +28,15 @@ from lit_llm.rl import (
     ppo_policy_loss,
     ppo_value_loss,
 )
-from lit_llm.stages.causal_lm import CausalLM
-from lit_llm.stages.ppo_eval import PPOValidation
+from lit_llm.rollout.layout import response_logps
+from lit_llm.rollout.sampler import RolloutSampler
+from lit_llm.stages.base import Stage
 from lit_llm.stages.reference import FrozenReference
-from lit_llm.stages.rollouts import layout as rollout_layout
-from lit_llm.stages.rollouts import response_logps
+from lit_llm.stages.rl_validation import RolloutValidation, write_rollouts
+from lit_llm.text.templates import stop_ids
 
 
-class PPOModule(PPOValidation, FrozenReference, CausalLM):
+class PPOModule(Stage):
     """Align a policy with PPO against a reward model or a reward function (manual optimization).
 
     Each training step takes a batch of prompts and
@@ -58,15 +58,13 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
     val/reward and val/exact_match (the verifiers).
 
     Args:
-        init_from: the lit_llm checkpoint (usually SFT) the policy and the reference start from.
         reward_model: a RewardModule checkpoint to score responses with (same tokenizer as the policy).
         reward_function: or a Python function `f(prompt, response) -> float` as "package.module:function";
-            `lit_llm.data.tasks.verify` scores the built-in tasks (1 if right, else up to 0.5 by similarity). From
+            `lit_llm.tasks.verify` scores the built-in tasks (1 if right, else up to 0.5 by similarity). From
             Python, the function itself may be passed.
         value_model: "critic", a separate value network initialized from `critic_init_from`, or "head", a linear
             value head on the policy's backbone (one network, cheaper; value and policy gradients share it).
         critic_init_from: checkpoint the critic starts from; None: `reward_model` if set, else `init_from`.
-        max_new_tokens: longest response.
         temperature: sampling temperature (> 0); log-probs are computed at the same temperature.
         top_k: sample from the k most likely tokens only (None: all).
         top_p: nucleus sampling mass.
@@ -91,33 +89,28 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         micro_batch_size: rows per forward/backward inside a minibatch (gradients accumulate); None: the minibatch.
         forward_batch_size: rows per no-grad forward pass while scoring rollouts.
         max_grad_norm: clip the gradient norm of each optimizer step to this; None: no clipping.
-        model_config: fields of the model config to override (e.g. {dropout: 0.0}).
-        learning_rate: peak learning rate, reached at the end of warmup.
-        min_lr: floor the cosine decays to.
-        warmup_steps: optimizer steps of linear warmup.
-        lr_decay_steps: optimizer step at which the cosine reaches `min_lr`; None uses the Trainer's max_steps.
-        weight_decay: AdamW decay of matrices.
-        betas: AdamW betas.
-        eval_generations: held-out prompts answered at each validation run (the rest of the val set is unused).
         sample_generations: rollouts (and validation answers) written to the samples table each time.
         samples_every_n_steps: rollout batches between two sample tables.
         sampling_seed: seed of the sampling and of the minibatch order (with the step and rank, so runs resume exactly).
-        compile: compile the policy with torch.compile.
-        lora: low-rank adapters instead of full fine-tuning ({r, alpha, dropout, targets}, see `CausalLM`) on the
-            policy and the critic (whose value head trains in full); the reference is the policy with its adapters
-            disabled, so no copy is held.
+        **kwargs: the options every stage takes (`lit_llm.stages.base.Stage`); `init_from` (usually SFT) is
+            required: the policy and the reference start from it; `max_new_tokens` is the longest response and
+            `eval_generations` the held-out prompts answered at each validation run (the rest of the val set is
+            unused). With `lora`, adapters go on the policy and the critic (whose value head trains in full) and the
+            reference is the policy with its adapters disabled, so no copy is held. This stage's defaults are
+            learning_rate 3e-6, min_lr 3e-7, warmup_steps 0, eval_generations 200, max_new_tokens 32.
     """
 
     stage_name = "ppo"
 
+    defaults: ClassVar[dict[str, Any]] = {**Stage.defaults, "learning_rate": 3e-6, "min_lr": 3e-7,
+                                          "eval_generations": 200}  # fmt: skip
+
     def __init__(
         self,
-        init_from: str | None = None,
         reward_model: str | None = None,
         reward_function: str | Callable[[str, str], float] | None = None,
         value_model: Literal["critic", "head"] = "critic",
         critic_init_from: str | None = None,
-        max_new_tokens: int = 32,
         temperature: float = 0.7,
         top_k: int | None = None,
         top_p: float = 1.0,
@@ -141,34 +134,20 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         micro_batch_size: int | None = None,
         forward_batch_size: int = 64,
         max_grad_norm: float | None = 1.0,
-        model_config: dict[str, Any] | None = None,
-        learning_rate: float = 3e-6,
-        min_lr: float = 3e-7,
-        warmup_steps: int = 0,
-        lr_decay_steps: int | None = None,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.95),
-        eval_generations: int = 200,
-        sample_generations: int = 4,
         samples_every_n_steps: int = 10,
         sampling_seed: int = 0,
-        compile: bool = False,
-        lora: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model_config=model_config, learning_rate=learning_rate, min_lr=min_lr, warmup_steps=warmup_steps,
-            lr_decay_steps=lr_decay_steps, weight_decay=weight_decay, betas=betas, init_from=init_from,
-            compile=compile, lora=lora,
-        )  # fmt: skip
-        if init_from is None:
+        super().__init__(**kwargs)
+        if self.hparams.init_from is None:
             raise ConfigError("model.init_from is required: PPO starts the policy and its reference from a checkpoint")
         check_reward_spec(reward_model, reward_function)  # a bad name fails now, not after the models are built
         checks = {
             "value_model must be 'critic' or 'head'": value_model in ("critic", "head"),
             f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}": kl_estimator in KL_ESTIMATORS,
             "temperature must be > 0 (PPO samples its rollouts)": temperature > 0,
-            "max_new_tokens, samples_per_prompt, num_ppo_epochs, num_mini_batches and forward_batch_size must be >= 1":
-            min(max_new_tokens, samples_per_prompt, num_ppo_epochs, num_mini_batches, forward_batch_size) >= 1,
+            "samples_per_prompt, num_ppo_epochs, num_mini_batches and forward_batch_size must be >= 1":
+            min(samples_per_prompt, num_ppo_epochs, num_mini_batches, forward_batch_size) >= 1,
             "micro_batch_size must be >= 1 or null": micro_batch_size is None or micro_batch_size >= 1,
             "kl_coef, vf_coef and entropy_coef must be >= 0": min(kl_coef, vf_coef, entropy_coef) >= 0,
             "kl_target must be > 0 or null, kl_horizon >= 1": (kl_target is None or kl_target > 0) and kl_horizon >= 1,
@@ -180,18 +159,14 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
             raise ConfigError("model." + "; model.".join(failed))
-        if callable(reward_function):
-            # A function object in the hyperparameters would make checkpoints unloadable with weights_only=True.
-            self.save_hyperparameters(ignore=["reward_function"])
-            self.hparams.reward_function = f"{reward_function.__module__}:{reward_function.__qualname__}"
-        else:
-            self.save_hyperparameters()
         self._reward_function = reward_function
         self.automatic_optimization = False
-        self.reference: nn.Module | None = None
+        self.reference: FrozenReference | None = None
         self.value_head: nn.Linear | None = None
         self.critic: RewardModel | None = None
         self.reward_source: Any = None  # a plain object, so a reward model is neither trained nor saved
+        self.sampler: RolloutSampler | None = None
+        self.validation = RolloutValidation(self.hparams.eval_generations, self.hparams.sample_generations)
         self.kl_coef = kl_coef
         self.reward_counts = RewardCounts()
         self.episodes = 0
@@ -199,6 +174,8 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
     # ---- building ---------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        if self.model is not None:
+            return
         super().setup(stage)
         if self._sharded():
             raise ConfigError("PPO runs on one device or with DDP; generating rollouts under FSDP is not supported")
@@ -209,14 +186,7 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
             self.reward_source = load_reward_source(
                 hp.reward_model, self._reward_function, self.tokenizer, self.prompt_style
             )
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        room = getattr(dm, "max_prompt_length", None)
-        if room is not None and room + hp.max_new_tokens > self.config.block_size:
-            raise ConfigError(
-                f"data.max_prompt_length ({room}) + model.max_new_tokens ({hp.max_new_tokens}) exceeds the model's "
-                f"block_size ({self.config.block_size})"
-            )
-        batch_size = getattr(dm, "batch_size", None)
+        batch_size = self.data_info.batch_size if self.data_info is not None else None
         if batch_size is not None and batch_size * hp.samples_per_prompt % hp.num_mini_batches:
             raise ConfigError(
                 f"data.batch_size x model.samples_per_prompt ({batch_size} x {hp.samples_per_prompt}) must be a "
@@ -225,20 +195,30 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         stops = stop_ids(self.tokenizer, self.prompt_style) if self.prompt_style is not None else []
         if not stops and self.tokenizer.eos_id is not None:
             stops = [self.tokenizer.eos_id]
-        self.stop_tokens = stops
-        self.pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        self.sampler = RolloutSampler(self.tokenizer, stops, hp.max_new_tokens, hp.temperature, hp.top_k, hp.top_p,
+                                      hp.stop_strings)  # fmt: skip
 
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        init_state = self._init_state
-        super().configure_model()  # the policy and the frozen reference
+    @property
+    def stop_tokens(self) -> list[int]:
+        return self.sampler.stop_tokens
+
+    @property
+    def pad_id(self) -> int:
+        return self.sampler.pad_id
+
+    def configure_components(self, wrap: Any = None) -> None:
+        """The frozen reference (a copy of the starting weights, or under LoRA the policy with adapters off), then
+        the value head or the critic."""
+        if self.lora_config is not None:
+            self.reference = FrozenReference(policy=lambda: self.model)
+        else:
+            self.reference = FrozenReference(self.policy.build(GPT, wrap))
         n_embd = self.config.n_embd
         if self.hparams.value_model == "head":
             self.value_head = nn.Linear(n_embd, 1, bias=False)
             nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(n_embd + 1))
         else:
-            self.critic = self._build_critic(init_state)
+            self.critic = self._build_critic(self.policy.state)
 
     def _build_critic(self, init_state: dict[str, torch.Tensor] | None) -> RewardModel:
         hp = self.hparams
@@ -287,21 +267,8 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         return (self.hparams.sampling_seed * 1_000_003 + step * 1009 + self.global_rank * 31 + salt) % (2**62)
 
     def _rollout(self, prompts: list[list[int]], greedy: bool = False) -> tuple[dict[str, Any], list[list[int]]]:
-        """Responses to `prompts` laid out for one forward pass: prompts left-padded to P columns, responses
-        right-padded after them. Returns the layout and the response tokens."""
-        hp = self.hparams
-        responses = generate(
-            self.model, prompts, max_new_tokens=hp.max_new_tokens, temperature=0.0 if greedy else hp.temperature,
-            top_k=hp.top_k, top_p=hp.top_p, stop_tokens=self.stop_tokens, seed=self._seed(0), pad_id=self.pad_id,
-        )  # fmt: skip
-        ended = [bool(r) and r[-1] in self.stop_tokens for r in responses]
-        if hp.stop_strings:
-            cut = cut_at_stop_strings(self.tokenizer, responses, hp.stop_strings)
-            responses = [tokens for tokens, _ in cut]
-            ended = [e or was_cut for e, (_, was_cut) in zip(ended, cut)]
-        layout = rollout_layout(prompts, responses, self.pad_id, self.device)
-        layout["ended"] = torch.tensor(ended, device=self.device)
-        return layout, responses
+        """The sampler's responses to `prompts` and their layout, seeded by the rollout batch and rank."""
+        return self.sampler.sample(self.model, prompts, self._seed(0), self.device, greedy=greedy)
 
     def _score(self, batch: dict[str, Any], responses: list[list[int]], counts: RewardCounts) -> tuple[Any, ...]:
         """(scores, valid) of the responses from the reward source, and their texts."""
@@ -330,7 +297,7 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         for rows in torch.arange(ids.size(0), device=self.device).split(hp.forward_batch_size):
             lp, logits, v = self._response_outputs(self.model, ids[rows], valid[rows], P, values=True)
             logps.append(lp), values.append(v), entropy.append(entropy_from_logits(logits))
-            with self.reference_network() as reference:
+            with self.reference.network() as reference:
                 ref_logps.append(self._response_outputs(reference, ids[rows], valid[rows], P)[0])
         self._trained().train(was_training)
         logps, ref_logps, values, entropy = (torch.cat(x) for x in (logps, ref_logps, values, entropy))
@@ -395,7 +362,7 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
             self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, self.hparams.kl_target, self.hparams.kl_horizon,
                                             world_rollouts)  # fmt: skip
         if batch_idx % self.hparams.samples_every_n_steps == 0:
-            self._write_rollouts(batch, exp)
+            write_rollouts(self, batch, exp, self.hparams.sample_generations)
 
     def _update(self, exp: dict[str, Any]) -> dict[str, torch.Tensor]:
         """`num_ppo_epochs` passes of clipped PPO over shuffled minibatches; the mean statistics of all passes."""
@@ -445,10 +412,23 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
         }  # fmt: skip
         return loss, stats
 
+    # ---- validation -------------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self.validation.start(self.device)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.validation.step(self, batch, batch_idx, lambda prompts: self._rollout(prompts, greedy=True)[1],
+                             self._score)  # fmt: skip
+
+    def on_validation_epoch_end(self) -> None:
+        self.validation.end(self, self._reduce_sum)
+
     # ---- checkpoints ------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        FrozenReference.strip(checkpoint)
         counts = self.reward_counts
         checkpoint["ppo"] = {
             "kl_coef": self.kl_coef, "episodes": self.episodes,
@@ -457,6 +437,8 @@ class PPOModule(PPOValidation, FrozenReference, CausalLM):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        if self.reference is not None:
+            self.reference.fill(checkpoint)
         state = checkpoint.get("ppo")
         if state:
             self.kl_coef, self.episodes = float(state["kl_coef"]), int(state["episodes"])

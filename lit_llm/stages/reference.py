@@ -1,9 +1,9 @@
-"""A frozen copy of the starting policy, for the stages that regularize towards it (DPO, PPO)."""
+"""`FrozenReference`: the starting policy, kept frozen for the stages that regularize towards it (DPO, PPO)."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,73 +11,65 @@ from torch import nn
 
 from lit_llm.lora import adapters_disabled
 
+PREFIX = "reference."
 
-class FrozenReference:
-    """Mixin for a stage built on `CausalLM`: `self.reference` is a second copy of the `init_from` weights.
 
-    The copy is built beside the policy in `configure_model` (under FSDP, sharded like it), kept in eval mode
-    through Lightning's `train()` calls, has no gradients, is outside the optimizer, and is left out of checkpoints:
-    on loading, the live copy rebuilt from `init_from` fills its keys. Subclasses set `self.reference = None` in
-    `__init__` (a class attribute would hide the registered module).
+class FrozenReference(nn.Module):
+    """A component a stage holds as `self.reference`: a second copy of the `init_from` weights (`network`), in
+    eval mode through Lightning's `train()` calls, without gradients, outside the optimizer (a stage's `_trained()`
+    leaves it out) and out of checkpoints (`strip` / `fill` in the stage's checkpoint hooks). Under FSDP the stage
+    builds the copy sharded like the policy.
 
-    With LoRA (`self.lora_config`), no copy is built: the reference is the policy with its adapters disabled, which
-    computes exactly the frozen `init_from` weights. Use `reference_network()` for reference forward passes.
-    """
+    With LoRA no copy is built: `policy` returns the policy network, and the reference is that network with its
+    adapters disabled, which computes exactly the frozen `init_from` weights. Forward passes go through
+    `with reference.network() as net:`."""
 
-    _base_reference = False  # True with LoRA: the reference is the policy with adapters disabled
+    def __init__(self, network: nn.Module | None = None, policy: Callable[[], nn.Module] | None = None) -> None:
+        super().__init__()
+        self.copy = network.requires_grad_(False).eval() if network is not None else None
+        self._policy = policy  # a function, not a module: the policy is registered by the stage, not here
+        self.train(False)
+        if network is not None:
+            # Lightning warns about modules in eval mode when training starts; the reference is meant to be one.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        init_state = self._init_state
-        super().configure_model()
-        if getattr(self, "lora_config", None) is not None:
-            self._init_state = None
-            self._base_reference = True
-            return
-        self._init_state = init_state
-        reference = self._build_model(self._fsdp_wrap())
-        self._init_state = None
-        self.reference = reference.requires_grad_(False).eval()
-        # Lightning warns about modules in eval mode when training starts; the reference is meant to be one.
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+    @property
+    def available(self) -> bool:
+        """Whether reference log-probs can still be computed (not after `free()`)."""
+        return self.copy is not None or self._policy is not None
 
-    def has_reference(self) -> bool:
-        """Whether reference log-probs can still be computed (not after the reference was freed)."""
-        return self.reference is not None or self._base_reference
-
-    def free_reference(self) -> None:
-        self.reference = None
-        self._base_reference = False
+    def free(self) -> None:
+        self.copy = None
+        self._policy = None
 
     @contextmanager
-    def reference_network(self) -> Iterator[nn.Module]:
+    def network(self) -> Iterator[nn.Module]:
         """The network that computes the reference: the frozen copy, or under LoRA the policy with its adapters
         disabled and in eval mode (restored on exit)."""
-        if not self._base_reference:
-            yield self.reference
+        if self.copy is not None:
+            yield self.copy
             return
-        was_training = self.model.training
-        self.model.eval()
+        if self._policy is None:
+            raise RuntimeError("the reference model was freed")
+        model = self._policy()
+        was_training = model.training
+        model.eval()
         try:
-            with adapters_disabled(self.model):
-                yield self.model
+            with adapters_disabled(model):
+                yield model
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
 
     def train(self, mode: bool = True) -> Any:
-        super().train(mode)
-        if getattr(self, "reference", None) is not None:
-            self.reference.eval()  # Lightning puts the whole module in train mode at each epoch
-        return self
+        return super().train(False)  # Lightning puts the whole LightningModule in train mode at each epoch
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
+    @staticmethod
+    def strip(checkpoint: dict[str, Any]) -> None:
+        """Leave the reference out of a checkpoint: it is rebuilt from init_from, saving it would double the file."""
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("reference.")]:
-            del state[key]  # rebuilt from init_from; saving it would double the checkpoint
+        for key in [k for k in state if k.startswith(PREFIX)]:
+            del state[key]
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if isinstance(getattr(self, "reference", None), nn.Module):
-            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+    def fill(self, checkpoint: dict[str, Any]) -> None:
+        """Before loading a checkpoint into the stage: the live reference's weights stand in for the left-out ones."""
+        checkpoint["state_dict"].update({PREFIX + k: v for k, v in self.state_dict().items()})

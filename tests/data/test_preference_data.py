@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from lit_llm.data.conversations import SkipCounter
-from lit_llm.data.corpus import generate_corpus
+from lit_llm.text.conversations import SkipCounter
+from lit_llm.prepare.corpus import generate_corpus
+from lit_llm.data.connect import DataSpec
 from lit_llm.data.preference import PreferenceDataModule, PreferencePair, build_pairs, collate_pairs, encode_pair
 from lit_llm.data.sft import SFTStats, shifted_targets
-from lit_llm.data.tasks import get_task, task_pairs
-from lit_llm.data.templates import PromptStyle, Special, load_style, prompt_ids
-from lit_llm.data.tokenizer import Tokenizer, train_bpe
+from lit_llm.tasks import get_task, task_pairs
+from lit_llm.text.templates import PromptStyle, Special, load_style, prompt_ids
+from lit_llm.text.tokenizer import Tokenizer, train_bpe
 from lit_llm.errors import ConfigError, DataError
 from lit_llm.losses import IGNORE_INDEX
 
@@ -88,7 +89,7 @@ def test_string_form_with_alpaca_style(tok: Tokenizer) -> None:
     assert pair.chosen_ids.dtype == np.int64 and pair.chosen_targets.dtype == np.int64
     assert pair.messages == [{"role": "user", "content": "What is 2 + 2?"}]
     assert pair.chosen == "4" and pair.task == "add"
-    assert pair.reference_logps is None
+    assert pair.pair_id is None  # ids number a data module's pairs; a pair built alone has none
 
 
 def test_message_form_with_chat_style_trains_the_final_reply_only(tok: Tokenizer) -> None:
@@ -209,7 +210,7 @@ def test_whole_conversation_plain_strings_split_at_the_common_token_prefix(tok: 
 
 
 def test_encode_pair_returns_prompt_and_responses(tok: Tokenizer) -> None:
-    from lit_llm.data.conversations import resolve_roles
+    from lit_llm.text.conversations import resolve_roles
     from lit_llm.data.preference import resolve_preference_fields
 
     head, c, r, messages, text = encode_pair(
@@ -344,16 +345,16 @@ def test_collate_pairs_layout(tok: Tokenizer) -> None:
     assert "reference_logps" not in batch and "margin" not in batch
 
 
-def test_collate_pairs_reference_logps_and_margin(tok: Tokenizer) -> None:
+def test_collate_pairs_pair_ids_and_margin(tok: Tokenizer) -> None:
     pairs = make_pairs(tok)
-    pairs[0].reference_logps = (-1.0, -2.0)
-    pairs[1].reference_logps = (-3.0, -4.0)
-    assert "reference_logps" not in collate_pairs(pairs, tok.pad_id)  # not every pair has them
-    pairs[2].reference_logps = (-5.0, -6.0)
+    pairs[0].pair_id, pairs[1].pair_id = 7, 3
+    assert "pair_ids" not in collate_pairs(pairs, tok.pad_id)  # not every pair has one
+    pairs[2].pair_id = 0
     batch = collate_pairs(pairs, tok.pad_id)
-    assert batch["reference_logps"].dtype == torch.float32
-    assert batch["reference_logps"].tolist() == [-1.0, -3.0, -5.0, -2.0, -4.0, -6.0]
-    assert "margin" not in batch
+    assert batch["pair_ids"].dtype == torch.long
+    assert batch["pair_ids"].tolist() == [7, 3, 0]
+    assert collate_pairs(pairs[::-1], tok.pad_id)["pair_ids"].tolist() == [0, 3, 7]  # the batch's order
+    assert "margin" not in batch and "reference_logps" not in batch
     # A record's numeric margin is kept (a bool is not a margin) and collated only when every pair has one.
     records = [
         ("a", {"prompt": "hi", "chosen": "hello", "rejected": "go away", "margin": 2}),
@@ -374,6 +375,13 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def set_up(dm: PreferenceDataModule) -> PreferenceDataModule:
+    """Lightning's setup, then the stage's connect for a model whose checkpoint stores no prompt style (alpaca)."""
+    dm.setup("fit")
+    dm.connect(DataSpec())
+    return dm
+
+
 def renamed_rows(n: int) -> list[dict]:
     return [{"question": f"What is {i} + 1?", "good": str(i + 1), "bad": str(i + 2)} for i in range(n)]
 
@@ -385,7 +393,7 @@ def test_data_module_over_a_jsonl_file_with_renamed_fields(tok_path: Path, tmp_p
     dm = PreferenceDataModule(train=str(path), tokenizer=str(tok_path), max_length=64, batch_size=4,
                               val_fraction=0.1, fields=fields)  # fmt: skip
     with pytest.warns(UserWarning, match="missing_field: 1"):
-        dm.setup("fit")
+        set_up(dm)
     stats = dm.stats["train"]
     assert stats.records == 41 and stats.examples == 40 and stats.skips.skipped == {"missing_field": 1}
     assert stats.skips.first["missing_field"].startswith(f"{path}:41: record has no 'bad' field")
@@ -427,14 +435,14 @@ def test_data_module_val_fraction_and_separate_val(tok_path: Path, tmp_path: Pat
     fields = {"prompt": "question", "chosen": "good", "rejected": "bad"}
     train = write_jsonl(tmp_path / "train.jsonl", renamed_rows(20))
     dm = PreferenceDataModule(train=str(train), tokenizer=str(tok_path), fields=fields, val_fraction=0.25)
-    dm.setup("fit")
+    set_up(dm)
     assert len(dm.train_examples) == 15 and len(dm.val_examples) == 5
     dm = PreferenceDataModule(train=str(train), tokenizer=str(tok_path), fields=fields, val_fraction=0.0)
-    dm.setup("fit")
+    set_up(dm)
     assert len(dm.train_examples) == 20 and dm.val_examples == [] and dm.val_dataloader() == []
     val = write_jsonl(tmp_path / "val.jsonl", renamed_rows(3))
     dm = PreferenceDataModule(train=str(train), val=str(val), tokenizer=str(tok_path), fields=fields)
-    dm.setup("fit")
+    set_up(dm)
     assert len(dm.train_examples) == 20 and len(dm.val_examples) == 3
     assert dm.stats["val"].examples == 3
 
@@ -444,14 +452,14 @@ def test_data_module_strict_names_the_file_and_line(tok_path: Path, tmp_path: Pa
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     dm = PreferenceDataModule(train=str(path), tokenizer=str(tok_path), strict=True)
     with pytest.raises(DataError, match=r"pairs\.jsonl:3: record has no 'rejected' field"):
-        dm.setup("fit")
+        set_up(dm)
 
 
 def test_data_module_with_no_usable_pair_is_an_error(tok_path: Path, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "4", "rejected": "4"}] * 3)
     dm = PreferenceDataModule(train=str(path), tokenizer=str(tok_path))
     with pytest.warns(UserWarning, match="identical_responses: 3"), pytest.raises(DataError, match="no training"):
-        dm.setup("fit")
+        set_up(dm)
 
 
 def test_bad_options_fail_at_construction() -> None:
@@ -469,7 +477,7 @@ def test_data_module_on_builtin_tasks(tok_path: Path) -> None:
     tasks = ["add", "count"]
     dm = PreferenceDataModule(tokenizer=str(tok_path), tasks=tasks, examples_per_task=20, val_examples_per_task=5,
                               batch_size=4, seed=7)  # fmt: skip
-    dm.setup("fit")
+    set_up(dm)
     assert len(dm.train_examples) == 40 and len(dm.val_examples) == 10
     assert dm.stats["train"].skips.total == 0 and dm.stats["val"].skips.total == 0
     expected_train = task_pairs("train", tasks, per_task=20, seed=7)
@@ -495,7 +503,7 @@ def test_eval_prompts_skip_raw_text_pairs(tok_path: Path, tmp_path: Path) -> Non
             {"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5"}]  # fmt: skip
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     dm = PreferenceDataModule(train=str(train), val=str(train), tokenizer=str(tok_path))
-    dm.setup("fit")
+    set_up(dm)
     assert len(dm.val_examples) == 2
     assert dm.eval_prompts(5) == [([{"role": "user", "content": "What is 2 + 2?"}], "4", None)]
 
@@ -505,7 +513,7 @@ def test_warnings_are_not_raised_for_clean_data(tok_path: Path, tmp_path: Path) 
     dm = PreferenceDataModule(train=str(path), tokenizer=str(tok_path), val_fraction=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        dm.setup("fit")
+        set_up(dm)
     assert dm.stats["train"].examples == 4
 
 

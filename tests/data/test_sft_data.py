@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_llm.data.corpus import generate_corpus
+from lit_llm.prepare.corpus import generate_corpus
 from lit_llm.data.sft import SFTDataModule, SFTStats, build_examples, collate, pack, shifted_targets
-from lit_llm.data.templates import load_style
-from lit_llm.data.tokenizer import Tokenizer, train_bpe
+from lit_llm.text.templates import load_style
+from lit_llm.text.tokenizer import Tokenizer, train_bpe
 from lit_llm.errors import ConfigError, DataError
 from lit_llm.losses import IGNORE_INDEX
 from lit_llm.model import GPT, Config, packed_attention_mask
@@ -78,7 +78,7 @@ def test_counts_add_up_and_reasons_are_kept(tok: Tokenizer) -> None:
 
 
 def test_strict_mode_names_the_record(tok: Tokenizer) -> None:
-    from lit_llm.data.conversations import SkipCounter
+    from lit_llm.text.conversations import SkipCounter
 
     stats = SFTStats(skips=SkipCounter(strict=True))
     with pytest.raises(DataError, match=r"^a\.jsonl:7: record has no 'output' field"):

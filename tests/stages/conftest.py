@@ -8,9 +8,9 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from lit_llm.data.corpus import generate_corpus
-from lit_llm.data.tasks import task_records
-from lit_llm.data.tokenizer import Tokenizer, train_bpe
+from lit_llm.prepare.corpus import generate_corpus
+from lit_llm.tasks import task_records
+from lit_llm.text.tokenizer import Tokenizer, train_bpe
 from lit_llm.model import GPT, Config
 
 SMALL = {"n_layer": 2, "n_head": 4, "n_embd": 64, "intermediate_size": 128, "block_size": 96}

@@ -11,9 +11,9 @@ import torch
 from lightning.pytorch import Callback
 
 from lit_llm.checkpoint import load_checkpoint, load_model, submodule_state
-from lit_llm.data.prompts import PromptDataModule
-from lit_llm.data.templates import load_style, style_to_dict
-from lit_llm.data.tokenizer import Tokenizer
+from lit_llm.data.rl_prompts import PromptDataModule
+from lit_llm.text.templates import load_style, style_to_dict
+from lit_llm.text.tokenizer import Tokenizer
 from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.model import GPT, Config, RewardModel
 from lit_llm.stages import PPOModule
@@ -99,7 +99,7 @@ def test_frozen_models_never_change_and_the_optimizer_holds_policy_and_critic(ba
     run.fit(module, datamodule=prompts(base_checkpoint))
     init = submodule_state(load_checkpoint(base_checkpoint)["state_dict"])
     reward_init = submodule_state(load_checkpoint(reward_checkpoint)["state_dict"])
-    for name, p in module.reference.named_parameters():
+    for name, p in module.reference.copy.named_parameters():
         assert torch.equal(p, init[name]) and not p.requires_grad and p.grad is None, name
     rm = module.reward_source.module.model
     for name, p in rm.named_parameters():
@@ -182,7 +182,7 @@ def test_stop_strings_end_responses_and_missing_eos_penalty_applies_to_the_rest(
 def test_reward_model_with_another_tokenizer_is_refused(base_checkpoint, reward_checkpoint, tmp_path):
     other = load_checkpoint(reward_checkpoint)
     tokenizer = Tokenizer(json_str=other["lit_llm"]["tokenizer"])
-    from lit_llm.data.tokenizer import train_bpe
+    from lit_llm.text.tokenizer import train_bpe
 
     other["lit_llm"]["tokenizer"] = train_bpe(["a different corpus entirely"] * 20, vocab_size=300).to_json()
     path = tmp_path / "other.ckpt"
@@ -199,7 +199,7 @@ def test_reward_model_with_another_tokenizer_is_refused(base_checkpoint, reward_
         (dict(init_from=None), "init_from is required"),
         (dict(reward_model="x.ckpt"), "exactly one of"),
         (dict(reward_function=None), "exactly one of"),
-        (dict(reward_function="lit_llm.data.tasks:no_such_function"), "no function 'no_such_function'"),
+        (dict(reward_function="lit_llm.tasks:no_such_function"), "no function 'no_such_function'"),
         (dict(reward_function="no_such_module.verify"), "cannot import 'no_such_module'"),
         (dict(temperature=0.0), "temperature must be > 0"),
         (dict(value_model="both"), "value_model"),
@@ -235,7 +235,7 @@ def test_default_prompt_room_skips_prompts_that_leave_no_room_for_a_response(bas
 
 def test_cli_reports_a_bad_reward_function_in_one_message(capsys):
     """A stage that rejects its arguments while LightningCLI builds it gives one message, not a traceback."""
-    from lit_llm.cli import main
+    from lit_llm.cli.commands import main
 
     config = Path(__file__).resolve().parents[2] / "configs" / "ppo" / "tiny.yaml"
     with pytest.raises(SystemExit) as exc:

@@ -19,7 +19,7 @@ from lit_llm.data.preference import PreferenceDataModule
 from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.losses import next_token_loss, sequence_logps
 from lit_llm.stages import DPOModule, ORPOModule, RewardModule
-from lit_llm.stages.reward import load_reward_model
+from lit_llm.rewards import load_reward_model
 from tests.stages.conftest import trainer
 
 
@@ -64,7 +64,7 @@ def test_dpo_loss_is_ln2_at_step_0_and_the_reference_stays_frozen(tmp_path: Path
     assert steps.losses[0] == pytest.approx(math.log(2), abs=1e-6)
     assert steps.losses[-1] < math.log(2)  # the policy moved towards the chosen responses
     # The reference: the initial weights, untouched, frozen, in eval mode, not in the optimizer.
-    for name, tensor in module.reference.state_dict().items():
+    for name, tensor in module.reference.copy.state_dict().items():
         torch.testing.assert_close(tensor, initial[name], rtol=0, atol=0, msg=name)
     assert not any(p.requires_grad for p in module.reference.parameters())
     assert not module.reference.training and module.model.training
@@ -95,8 +95,10 @@ def test_precomputed_reference_gives_the_live_reference_losses(tmp_path: Path, b
     live, pre = runs[False][0], runs[True][0]
     assert len(live) == 6 and live[0] != live[-1]
     torch.testing.assert_close(torch.tensor(pre), torch.tensor(live), atol=1e-5, rtol=1e-5)
-    assert runs[True][1].reference is None  # freed after the one scoring pass
-    assert all(p.reference_logps is not None for p in dm.train_examples + dm.val_examples)
+    assert runs[True][1].reference.copy is None  # freed after the one scoring pass
+    # Kept by the stage, one row per pair id (train, then val), not written into the data's records.
+    assert runs[True][1].reference_table.shape == (len(dm.train_examples) + len(dm.val_examples), 2)
+    assert not any(hasattr(p, "reference_logps") for p in dm.train_examples + dm.val_examples)
 
 
 def test_dpo_resume_with_precomputed_reference_matches_a_continuous_run(tmp_path: Path, base_checkpoint) -> None:
@@ -206,7 +208,7 @@ def test_preference_stages_learn_the_held_out_preferences(tmp_path: Path, base_c
 
 def test_pairs_are_asked_in_the_init_from_checkpoints_prompt_style(tmp_path: Path, base_checkpoint: Path) -> None:
     ckpt = torch.load(base_checkpoint, weights_only=True)
-    ckpt["lit_llm"]["prompt_style"] = {"class_path": "lit_llm.data.templates.Chat", "init_args": {}}
+    ckpt["lit_llm"]["prompt_style"] = {"class_path": "lit_llm.text.templates.Chat", "init_args": {}}
     torch.save(ckpt, tmp_path / "chat.ckpt")
     module = ORPOModule(init_from=str(tmp_path / "chat.ckpt"), eval_generations=0)
     dm = data()
@@ -217,8 +219,8 @@ def test_pairs_are_asked_in_the_init_from_checkpoints_prompt_style(tmp_path: Pat
 
 
 def test_pairs_command_writes_verified_pairs_from_a_checkpoint(tmp_path: Path, base_checkpoint: Path, capsys) -> None:
-    from lit_llm.cli import main
-    from lit_llm.data.tasks import verify
+    from lit_llm.cli.commands import main
+    from lit_llm.tasks import verify
 
     out = tmp_path / "pairs" / "train.jsonl"
     main(["pairs", "--checkpoint", str(base_checkpoint), "--output", str(out), "--tasks", "[upper,add]",

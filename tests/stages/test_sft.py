@@ -13,13 +13,13 @@ import yaml
 from lightning.pytorch import seed_everything
 
 from lit_llm.checkpoint import load_checkpoint
-from lit_llm.cli import main
+from lit_llm.cli.commands import main
 from lit_llm.data.sft import SFTDataModule
-from lit_llm.data.templates import Chat, style_to_dict
+from lit_llm.text.templates import Chat, style_to_dict
 from lit_llm.errors import ConfigError
-from lit_llm.eval.tasks import evaluate_checkpoint
+from lit_llm.rollout.answers import evaluate_checkpoint
 from lit_llm import generation
-from lit_llm.generation import generate_from_checkpoint, sample_checkpoint
+from lit_llm.rollout.checkpoints import generate_from_checkpoint, sample_checkpoint
 from lit_llm.stages import SFTModule
 from tests.stages.conftest import trainer
 
@@ -44,7 +44,7 @@ def test_sft_chains_trains_responses_and_saves_its_prompt_style(tmp_path: Path, 
     fit.save_checkpoint(path)
     meta = load_checkpoint(path)["lit_llm"]
     assert meta["stage"] == "sft"
-    assert meta["prompt_style"] == style_to_dict(Chat()) == {"class_path": "lit_llm.data.templates.Chat",
+    assert meta["prompt_style"] == style_to_dict(Chat()) == {"class_path": "lit_llm.text.templates.Chat",
                                                              "init_args": {}}
     # Generation reuses the style: the reply stops at <|end|>, which a raw continuation does not look for.
     texts, replies = sample_checkpoint(str(path), "What is 2 + 3?", max_new_tokens=8, temperature=0)
@@ -69,7 +69,7 @@ def test_sft_chains_trains_responses_and_saves_its_prompt_style(tmp_path: Path, 
 def test_max_length_beyond_the_block_size_is_rejected(tmp_path: Path, base_checkpoint: Path) -> None:
     module = SFTModule(init_from=str(base_checkpoint))
     dm = SFTDataModule(tasks=["add"], examples_per_task=10, val_examples_per_task=2, max_length=200)
-    with pytest.raises(ConfigError, match=r"block_size \(200\) exceeds the model's block_size \(96\)"):
+    with pytest.raises(ConfigError, match=r"data.max_length \(200\) exceeds the model's block_size \(96\)"):
         trainer(tmp_path, 1).fit(module, dm)
 
 
@@ -145,5 +145,6 @@ def test_cli_names_a_missing_data_file(tmp_path: Path, base_checkpoint: Path, ca
     with pytest.raises(SystemExit):
         main(["fit", "--model", "lit_llm.stages.SFTModule", f"--model.init_from={base_checkpoint}",
               "--data", "lit_llm.data.SFTDataModule", "--data.train", str(tmp_path / "missing.jsonl"),
+              "--data.max_length", "64",  # fits the model's block: the file is the one thing wrong
               "--trainer.max_steps", "1", f"--trainer.default_root_dir={tmp_path}"])
     assert f"{tmp_path / 'missing.jsonl'}: no such file" in capsys.readouterr().err
