@@ -238,8 +238,7 @@ def compare_checkpoints(
 
     from lit_llm.checkpoint import load_bundle
     from lit_llm.tasks import TASKS, task_of, task_records
-    from lit_llm.text.templates import prompt_ids, stop_ids
-    from lit_llm.generation import generate, prompt_room
+    from lit_llm.rollout.sampler import RolloutSampler
 
     if samples < 1:
         raise ConfigError(f"samples must be at least 1, got {samples}")
@@ -270,10 +269,9 @@ def compare_checkpoints(
     for path in tqdm(checkpoints, desc="answering", unit="model", leave=False, disable=not progress):
         bundle = load_bundle(path)  # a reward-model checkpoint is refused, naming --reward_model's use
         model, tokenizer, style = bundle.model, bundle.tokenizer, bundle.style_or("alpaca")
-        room = prompt_room(model, max_new_tokens)
-        rows = [prompt_ids(tokenizer, style, m)[-room:] for m in conversations]
-        answer = lambda s: generate(model, rows, max_new_tokens=max_new_tokens, temperature=temperature,  # noqa: E731
-                                    top_k=None, stop_tokens=stop_ids(tokenizer, style), seed=s)  # fmt: skip
+        sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature)
+        rows = sampler.prompts(model, conversations, style, warn=False)
+        answer = lambda s: sampler.generate(model, rows, s)  # noqa: E731
         answers = answer(seed)
         texts = [tokenizer.decode(a) for a in answers]
         mean_length = sum(map(len, answers)) / len(answers)

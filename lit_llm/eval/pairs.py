@@ -59,17 +59,15 @@ def sample_pairs(
     answer; a prompt the model always got right gets one pair against a synthetic mistake."""
     from tqdm import tqdm
 
-    from lit_llm.generation import generate_responses
+    from lit_llm.rollout.sampler import RolloutSampler
 
     conversations = [[{"role": "user", "content": r["instruction"]}] for r in records]
     answers: list[list[str]] = [[] for _ in records]
+    sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature)
     batches = [(k, start) for k in range(samples) for start in range(0, len(records), batch_size)]
     for k, start in tqdm(batches, desc="sampling answers", unit="batch", leave=False, disable=not progress):
         batch = conversations[start : start + batch_size]
-        outs = generate_responses(
-            model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_k=None, seed=seed + 1000 * k + start,
-        )  # fmt: skip
+        outs = sampler.answer(model, batch, style, seed=seed + 1000 * k + start)
         for i, text in enumerate(outs):
             answers[start + i].append(text)
     stats, pairs = PairStats(), []

@@ -7,7 +7,7 @@ from typing import Any
 
 from lit_llm.tasks import get_task, task_records
 from lit_llm.text.templates import PromptStyle, load_style
-from lit_llm.generation import generate_responses
+from lit_llm.rollout.sampler import RolloutSampler
 
 
 @dataclass
@@ -35,14 +35,12 @@ def score_answers(
     are answered but not scored. Scores average over all samples; `responses` are the first sample's."""
     responses: list[str] = []
     sums: dict[str, list[float]] = {}
+    sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature)
     for sample in range(samples if temperature > 0 else 1):
         answers: list[str] = []
         for start in range(0, len(conversations), batch_size):
             batch = conversations[start : start + batch_size]
-            answers += generate_responses(
-                model, tokenizer, style, batch, max_new_tokens=max_new_tokens, temperature=temperature,
-                seed=seed + 1000 * sample + start,
-            )  # fmt: skip
+            answers += sampler.answer(model, batch, style, seed=seed + 1000 * sample + start)
         responses = responses or answers
         for messages, task, response in zip(conversations, tasks, answers):
             if task is None:

@@ -33,7 +33,6 @@ from lit_llm.rollout.sampler import RolloutSampler
 from lit_llm.stages.base import Stage
 from lit_llm.stages.reference import FrozenReference
 from lit_llm.stages.rl_validation import RolloutValidation, write_rollouts
-from lit_llm.text.templates import stop_ids
 
 
 class PPOModule(Stage):
@@ -192,11 +191,11 @@ class PPOModule(Stage):
                 f"data.batch_size x model.samples_per_prompt ({batch_size} x {hp.samples_per_prompt}) must be a "
                 "multiple of model.num_mini_batches"
             )
-        stops = stop_ids(self.tokenizer, self.prompt_style) if self.prompt_style is not None else []
-        if not stops and self.tokenizer.eos_id is not None:
-            stops = [self.tokenizer.eos_id]
-        self.sampler = RolloutSampler(self.tokenizer, stops, hp.max_new_tokens, hp.temperature, hp.top_k, hp.top_p,
-                                      hp.stop_strings)  # fmt: skip
+        pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        self.sampler = RolloutSampler.for_style(
+            self.tokenizer, self.prompt_style, hp.max_new_tokens, temperature=hp.temperature, top_k=hp.top_k,
+            top_p=hp.top_p, stop_strings=hp.stop_strings, pad_id=pad_id,
+        )  # fmt: skip
 
     @property
     def stop_tokens(self) -> list[int]:
