@@ -90,6 +90,22 @@ def checkpoint_meta(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> di
     return meta
 
 
+def meta_style(meta: dict[str, Any]) -> PromptStyle | None:
+    """The prompt style stored in a checkpoint's metadata (None without one). A checkpoint written before the
+    package was layered (0.2) names the style's old module, e.g. lit_llm.data.templates.QA: it is read from the
+    module that holds it now."""
+    from lit_llm import MOVED_MODULES
+    from lit_llm.text.templates import load_style
+
+    stored = meta.get("prompt_style")
+    if not stored:
+        return None
+    if isinstance(stored, dict) and isinstance(stored.get("class_path"), str):
+        module, _, name = stored["class_path"].rpartition(".")
+        stored = {**stored, "class_path": f"{MOVED_MODULES.get(module, module)}.{name}"}
+    return load_style(stored)
+
+
 def submodule_state(state_dict: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:
     """The entries under `prefix`, with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
@@ -212,8 +228,5 @@ def load_bundle(path: str | Path, map_location: str | torch.device = "cpu") -> B
     """The one call that loads a checkpoint for use: model, tokenizer, prompt style and metadata (`Bundle`). A
     reward-model checkpoint is refused (it has no language-model head; see `lit_llm.rewards.load_reward_model`),
     and so is one that stores no tokenizer."""
-    from lit_llm.text.templates import load_style
-
     model, meta = load_model(path, map_location=map_location)
-    style = load_style(meta["prompt_style"]) if meta.get("prompt_style") else None
-    return Bundle(model, meta_tokenizer(meta, path), style, meta, str(path))
+    return Bundle(model, meta_tokenizer(meta, path), meta_style(meta), meta, str(path))

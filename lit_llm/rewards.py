@@ -261,9 +261,8 @@ class RewardScorer:
 
 def load_reward_model(path: str | Path, map_location: str | torch.device = "cpu") -> RewardScorer:
     """A trained reward model from its lit_llm checkpoint, in eval mode, ready to `score` (no Trainer needed)."""
-    from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, meta_tokenizer, model_state
+    from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, meta_style, meta_tokenizer, model_state
     from lit_llm.model import Config, RewardModel
-    from lit_llm.text.templates import load_style
 
     ckpt = load_checkpoint(path, map_location=map_location)
     meta = checkpoint_meta(ckpt, path)
@@ -276,5 +275,4 @@ def load_reward_model(path: str | Path, map_location: str | torch.device = "cpu"
         raise CheckpointError(f"{path}: weights do not match the reward model: {str(exc).splitlines()[0]}") from None
     stored = meta.get("reward_normalization")
     normalization = (float(stored["mean"]), float(stored["std"])) if stored else None
-    style = load_style(meta["prompt_style"]) if meta.get("prompt_style") else None
-    return RewardScorer(model.eval(), meta_tokenizer(meta, path), style, normalization)
+    return RewardScorer(model.eval(), meta_tokenizer(meta, path), meta_style(meta), normalization)

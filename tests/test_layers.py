@@ -154,3 +154,18 @@ def test_text_and_preparation_import_without_torch_and_lightning():
 def test_a_moved_module_names_its_new_place():
     with pytest.raises(ModuleNotFoundError, match=r"lit_llm\.data\.tasks moved to lit_llm\.tasks"):
         import lit_llm.data.tasks  # noqa: F401
+
+
+def test_a_style_stored_before_the_package_was_layered_still_loads():
+    """Checkpoints written before 0.2 store lit_llm.data.templates.<Style>: loading them must keep working, while a
+    user's YAML naming the old module is told where it went."""
+    from lit_llm.checkpoint import meta_style
+    from lit_llm.errors import ConfigError
+    from lit_llm.text.templates import QA, load_style, style_to_dict
+
+    stored = {"class_path": "lit_llm.data.templates.QA", "init_args": {}}
+    assert type(meta_style({"prompt_style": stored})) is QA
+    assert style_to_dict(meta_style({"prompt_style": stored}))["class_path"] == "lit_llm.text.templates.QA"
+    assert meta_style({"model_config": {}}) is None
+    with pytest.raises(ConfigError, match=r"lit_llm\.data\.templates moved to lit_llm\.text\.templates"):
+        load_style("lit_llm.data.templates.QA")

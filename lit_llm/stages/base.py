@@ -64,8 +64,6 @@ class Stage(LightningModule):
     }  # fmt: skip
     # Parameters (name prefixes inside `self.model`) that stay trainable beside LoRA adapters.
     lora_trainable: ClassVar[tuple[str, ...]] = ()
-    # Whether the stage answers held-out prompts at validation (`eval_generations`).
-    answers_prompts: ClassVar[bool] = False
 
     def __init__(
         self,

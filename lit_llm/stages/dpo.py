@@ -43,7 +43,6 @@ class DPOModule(Stage):
     """
 
     stage_name = "dpo"
-    answers_prompts = True
     defaults: ClassVar[dict[str, Any]] = {**Stage.defaults, "learning_rate": 5e-6, "min_lr": 5e-7,
                                           "warmup_steps": 10, "eval_generations": 60}  # fmt: skip
 

@@ -29,7 +29,6 @@ class ORPOModule(Stage):
     """
 
     stage_name = "orpo"
-    answers_prompts = True
     defaults: ClassVar[dict[str, Any]] = {**Stage.defaults, "learning_rate": 8e-6, "min_lr": 8e-7,
                                           "warmup_steps": 10, "eval_generations": 60}  # fmt: skip
 

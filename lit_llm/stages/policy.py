@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, load_weights, model_state
+from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, load_weights, meta_style, model_state
 from lit_llm.data.connect import DataInfo
 from lit_llm.errors import ConfigError
 from lit_llm.lora import state_fingerprint
 from lit_llm.model import Config
-from lit_llm.text.templates import PromptStyle, load_style
+from lit_llm.text.templates import PromptStyle
 from lit_llm.text.tokenizer import Tokenizer
 
 
@@ -59,7 +59,7 @@ class Policy:
             config=Config.from_dict(meta["model_config"], **(overrides or {})),
             init_from=path,
             tokenizer=Tokenizer(json_str=meta["tokenizer"]) if meta.get("tokenizer") else None,
-            stored_style=load_style(meta["prompt_style"]) if meta.get("prompt_style") else None,
+            stored_style=meta_style(meta),
             meta=meta,
             state=state,
             fingerprint=state_fingerprint(state) if keep_fingerprint else None,

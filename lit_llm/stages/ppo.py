@@ -197,14 +197,6 @@ class PPOModule(Stage):
             top_p=hp.top_p, stop_strings=hp.stop_strings, pad_id=pad_id,
         )  # fmt: skip
 
-    @property
-    def stop_tokens(self) -> list[int]:
-        return self.sampler.stop_tokens
-
-    @property
-    def pad_id(self) -> int:
-        return self.sampler.pad_id
-
     def configure_components(self, wrap: Any = None) -> None:
         """The frozen reference (a copy of the starting weights, or under LoRA the policy with adapters off), then
         the value head or the critic."""

@@ -33,7 +33,6 @@ class SFTModule(Stage):
     """
 
     stage_name = "sft"
-    answers_prompts = True
     defaults: ClassVar[dict[str, Any]] = {**Stage.defaults, "learning_rate": 3e-4, "min_lr": 3e-5,
                                           "warmup_steps": 50, "eval_generations": 60}  # fmt: skip
 

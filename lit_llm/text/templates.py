@@ -139,11 +139,7 @@ def load_style(spec: str | dict[str, Any] | PromptStyle) -> PromptStyle:
     if spec in STYLES:
         cls: Any = STYLES[spec]
     elif "." in spec:
-        from lit_llm import MOVED_MODULES
-
         module_name, _, class_name = spec.rpartition(".")
-        # A checkpoint written before the package was layered stores the old module (lit_llm.data.templates.QA).
-        module_name = MOVED_MODULES.get(module_name, module_name)
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as exc:

@@ -535,11 +535,3 @@ def test_the_text_layer_labels_ignored_positions_as_the_losses_do():
 
     assert templates.IGNORE_INDEX == IGNORE_INDEX == -100
 
-
-def test_a_style_stored_before_the_package_was_layered_still_loads():
-    """Checkpoints written before 0.2 store lit_llm.data.templates.<Style>: loading them must keep working."""
-    from lit_llm.text.templates import QA
-
-    stored = {"class_path": "lit_llm.data.templates.QA", "init_args": {}}
-    assert type(load_style(stored)) is QA
-    assert style_to_dict(load_style(stored))["class_path"] == "lit_llm.text.templates.QA"
