@@ -1,4 +1,4 @@
-"""torchmetrics for language modelling: perplexity and bits-per-byte, summed exactly across ranks."""
+"""torchmetrics for language modelling: perplexity and bits-per-byte, summed exactly across ranks; and pass@k."""
 
 from __future__ import annotations
 
@@ -60,3 +60,13 @@ def token_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.T
     valid = targets != IGNORE_INDEX
     correct = (logits.argmax(dim=-1) == targets) & valid
     return correct.sum(), valid.sum()
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. (2021) from n samples of which c are correct: 1 - C(n - c, k) / C(n, k), the
+    chance that k of the n samples drawn without replacement hold at least one correct one."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

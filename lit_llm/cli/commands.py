@@ -93,6 +93,12 @@ def _print_scores(columns: dict, options: dict) -> None:
     print(format_scores(columns))
     print("mean verifier reward (1 = exact, partial credit below 0.5):")
     print(format_scores(columns, metric="reward"))
+    k = options["samples"]
+    if k > 1:
+        print(f"pass@1 over each prompt's {k} answers (Chen et al.'s unbiased estimator; n = prompts):")
+        print(format_scores(columns, metric="pass_at_1", count="prompts"))
+        print(f"pass@{k} (share of prompts with an exact answer among their {k}):")
+        print(format_scores(columns, metric=f"pass_at_{k}", count="prompts"))
 
 
 def _report_pairs(stats, options: dict) -> None:

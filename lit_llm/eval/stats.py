@@ -60,10 +60,8 @@ def paired_bootstrap(
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of Chen et al. (2021) from n samples of which c are correct: 1 - C(n - c, k) / C(n, k), the
-    chance that k of the n samples drawn without replacement hold at least one correct one."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    """Unbiased pass@k of Chen et al. (2021): `lit_llm.metrics.pass_at_k`, which `lit-llm evaluate` uses too
+    (imported on the call: lit_llm.metrics loads torch, and this module, which the CLI imports, does not)."""
+    from lit_llm.metrics import pass_at_k as unbiased_pass_at_k
+
+    return unbiased_pass_at_k(n, c, k)
