@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -9,17 +10,63 @@ import torch
 from lit_llm.errors import ConfigError
 from lit_llm.losses import next_token_loss, orpo_loss
 from lit_llm.stages.base import Stage
-from lit_llm.stages.pairs import SideOutputs, evaluate_pairs, train_on_pairs
+from lit_llm.stages.pairs import SideOutputs, pair_step
+
+
+def orpo_losses(batch: dict[str, Any], out: SideOutputs, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ORPO's loss on a pair batch and its own metrics (a `lit_llm.stages.pairs.PairLoss` once `beta` is bound).
+
+    The odds, the rewards and the returned `mean_logps/chosen|rejected` all use the per-token mean response
+    log-probs (`out.mean_logps`), as in the paper and in TRL's ORPOTrainer."""
+    h = out.half
+    chosen, rejected = out.mean_logps[:h], out.mean_logps[h:]
+    nll = next_token_loss(out.logits[:h], batch["targets"][:h])
+    loss, ratio, difference = orpo_loss(chosen, rejected, nll, beta)
+    return loss, {
+        "nll_loss": nll.detach(),
+        "log_odds_ratio": ratio.mean(),
+        "log_odds_chosen": difference.mean(),
+        "chosen_rewards": beta * chosen.detach(),
+        "rejected_rewards": beta * rejected.detach(),
+        "mean_logps/chosen": chosen.detach().mean(),
+        "mean_logps/rejected": rejected.detach().mean(),
+    }
+
+
+def orpo_pair_step(
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], batch: dict[str, Any], beta: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The ORPO loss of a pair batch and the metrics ORPOModule logs (see its docstring).
+
+    `pairs.pair_step` logs `logps/chosen|rejected` as summed response log-probs (what TRL's DPOTrainer logs);
+    ORPO replaces them with the batch means of the per-token mean log-probs, what the names mean in TRL's
+    ORPOTrainer and what the odds ratio is computed on."""
+    loss, metrics = pair_step(model, batch, lambda b, out: orpo_losses(b, out, beta))
+    metrics["logps/chosen"] = metrics.pop("mean_logps/chosen")
+    metrics["logps/rejected"] = metrics.pop("mean_logps/rejected")
+    return loss, metrics
 
 
 class ORPOModule(Stage):
     """Align with ORPO (Hong et al. 2024): NLL on the chosen response minus beta * log sigmoid of the log odds ratio
     of chosen over rejected, on per-token mean log-probs. No reference model is held.
 
-    Logged (train/ and val/): loss, nll_loss, log_odds_ratio (mean log sigmoid of the log odds ratio),
-    log_odds_chosen (mean log odds ratio), rewards/chosen and rewards/rejected (beta * mean log-probs),
-    rewards/accuracies, rewards/margins, logps/..., logits/..., plus the verifier scores of the answers to
-    `eval_generations` validation prompts.
+    Logged under train/ and val/ (test/ in `test`), each a mean over the pairs of the batch (of the run, for val/),
+    with the names and meanings of TRL's ORPOTrainer; "mean log-prob" is a response's log-prob averaged over its
+    tokens (prompt and padding excluded):
+
+    - loss: nll_loss - beta * log_odds_ratio.
+    - nll_loss: the cross-entropy of the chosen responses, per response token.
+    - log_odds_ratio: log sigmoid of the log odds ratio, log sigmoid(log odds(chosen) - log odds(rejected)), where
+      log odds(y) = m - log(1 - exp(m)) and m is the response's mean log-prob.
+    - log_odds_chosen: the log odds ratio itself, log odds(chosen) - log odds(rejected).
+    - logps/chosen, logps/rejected: the mean log-prob of the chosen (rejected) responses (DPO logs sums here).
+    - rewards/chosen, rewards/rejected: beta * logps/chosen (rejected).
+    - rewards/margins: rewards/chosen - rewards/rejected; rewards/accuracies: the share of pairs whose chosen
+      response has the higher mean log-prob.
+    - logits/chosen, logits/rejected: the mean logit over the response positions and the vocabulary (TRL
+      averages over every position of the sequence, prompt and padding included).
+    - the verifier scores of the answers to `eval_generations` validation prompts (val/ only).
 
     Args:
         beta: weight of the odds-ratio term (the paper's lambda).
@@ -40,23 +87,18 @@ class ORPOModule(Stage):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.model(batch["input_ids"])
 
-    def _losses(self, batch: dict[str, Any], out: SideOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h, beta = out.half, self.hparams.beta
-        nll = next_token_loss(out.logits[:h], batch["targets"][:h])
-        loss, ratio, difference = orpo_loss(out.mean_logps[:h], out.mean_logps[h:], nll, beta)
-        return loss, {
-            "nll_loss": nll.detach(),
-            "log_odds_ratio": ratio.mean(),
-            "log_odds_chosen": difference.mean(),
-            "chosen_rewards": beta * out.mean_logps[:h].detach(),
-            "rejected_rewards": beta * out.mean_logps[h:].detach(),
-        }
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return train_on_pairs(self, batch, self._losses)
+        # As `pairs.train_on_pairs`, with ORPO's metrics.
+        loss, metrics = orpo_pair_step(self.model, batch, self.hparams.beta)
+        self.log_train_step(loss, metrics if self._logging_step() else None)
+        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        evaluate_pairs(self, batch, self._losses)
+        # As `pairs.evaluate_pairs`, with ORPO's metrics: averaged over the pairs of the run, synced over ranks.
+        loss, metrics = orpo_pair_step(self.model, batch, self.hparams.beta)
+        prefix = "test" if self.trainer.testing else "val"
+        values = {f"{prefix}/loss": loss, **{f"{prefix}/{k}": v for k, v in metrics.items()}}
+        self.log_dict(values, batch_size=batch["input_ids"].size(0) // 2, sync_dist=True, prog_bar=False)
 
     test_step = validation_step
 

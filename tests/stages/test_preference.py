@@ -19,6 +19,7 @@ from lit_llm.data.preference import PreferenceDataModule
 from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.losses import next_token_loss, sequence_logps
 from lit_llm.stages import DPOModule, ORPOModule, RewardModule
+from lit_llm.stages.orpo import orpo_pair_step
 from lit_llm.rewards import load_reward_model
 from tests.stages.conftest import trainer
 
@@ -152,6 +153,42 @@ def test_orpo_loss_is_chosen_nll_minus_beta_log_sigmoid_log_odds_ratio(tmp_path:
     assert got["val/nll_loss"] == pytest.approx(nll.item(), rel=1e-5)
     assert got["val/log_odds_ratio"] == pytest.approx(sum(ratio) / half, rel=1e-5)
     assert got["val/rewards/chosen"] == pytest.approx(0.25 * mean[:half].mean().item(), rel=1e-5)
+    # logps/...: per-token means, as in TRL's ORPOTrainer (not the sums DPO logs).
+    assert got["val/logps/chosen"] == pytest.approx(mean[:half].mean().item(), rel=1e-5)
+    assert got["val/logps/rejected"] == pytest.approx(mean[half:].mean().item(), rel=1e-5)
+
+
+def test_orpo_logs_per_token_mean_logps_of_a_hand_made_batch() -> None:
+    """Two pairs, 2-token vocabulary, logits = log-probs: each response's log-prob per token is known exactly."""
+    X = -100  # no target
+    targets = torch.tensor([[X, 0, 1, X], [X, 1, 1, 1],  # chosen: 2 and 3 response tokens
+                            [X, X, X, 0], [X, 0, 0, X]])  # rejected: 1 and 2  # fmt: skip
+    probs = [[0, 0.5, 0.25, 0], [0, 0.8, 0.6, 0.9], [0, 0, 0, 0.1], [0, 0.3, 0.2, 0]]  # of each target token
+    logits = torch.zeros(4, 4, 2)
+    for row, col in (targets != X).nonzero().tolist():
+        p = probs[row][col]
+        logits[row, col, targets[row, col]], logits[row, col, 1 - targets[row, col]] = math.log(p), math.log(1 - p)
+    batch = {"input_ids": torch.zeros(4, 4, dtype=torch.long), "targets": targets}
+    loss, got = orpo_pair_step(lambda input_ids: logits, batch, beta=0.5)
+
+    per_row = [[math.log(p) for p in row if p] for row in probs]
+    means = [sum(lp) / len(lp) for lp in per_row]  # sum / length, per response
+    chosen, rejected = (means[0] + means[1]) / 2, (means[2] + means[3]) / 2  # then over the batch's pairs
+    assert float(got["logps/chosen"]) == pytest.approx(chosen, rel=1e-6)
+    assert float(got["logps/rejected"]) == pytest.approx(rejected, rel=1e-6)
+    sums = [sum(lp) for lp in per_row]
+    assert float(got["logps/chosen"]) != pytest.approx((sums[0] + sums[1]) / 2, rel=1e-3)  # not the sums
+    assert float(got["rewards/chosen"]) == pytest.approx(0.5 * chosen, rel=1e-6)
+    assert float(got["rewards/margins"]) == pytest.approx(0.5 * (chosen - rejected), rel=1e-6)
+    # The odds ratio is taken on the same means.
+    odds = [m - math.log1p(-math.exp(m)) for m in means]
+    ratio = [F.logsigmoid(torch.tensor(odds[i] - odds[i + 2])).item() for i in range(2)]
+    assert float(got["log_odds_chosen"]) == pytest.approx((odds[0] - odds[2] + odds[1] - odds[3]) / 2, rel=1e-6)
+    assert float(got["log_odds_ratio"]) == pytest.approx(sum(ratio) / 2, rel=1e-6)
+    nll = -(sum(per_row[0]) + sum(per_row[1])) / 5  # per chosen response token
+    assert float(got["nll_loss"]) == pytest.approx(nll, rel=1e-6)
+    assert float(loss) == pytest.approx(nll - 0.5 * sum(ratio) / 2, rel=1e-6)
+    assert not {k for k in got if k.startswith("mean_logps")}
 
 
 # ---- reward model -----------------------------------------------------------------------------------
@@ -201,9 +238,18 @@ def test_preference_stages_learn_the_held_out_preferences(tmp_path: Path, base_c
     # Held-out pairs of the tasks' val split: from chance (ties or worse) to every verified answer preferred.
     assert before["val/rewards/accuracies"] <= 0.5 and after["val/rewards/accuracies"] >= 0.9
     assert after["val/rewards/margins"] > before["val/rewards/margins"] + 0.2
-    # The verified answers became far more likely; the wrong ones did not.
-    assert after["val/logps/chosen"] > before["val/logps/chosen"] + 20
-    assert after["val/logps/rejected"] < after["val/logps/chosen"] - 20
+    if stage is DPOModule:
+        # Summed response log-probs: the verified answers became far more likely; the wrong ones did not.
+        assert after["val/logps/chosen"] > before["val/logps/chosen"] + 20
+        assert after["val/logps/rejected"] < after["val/logps/chosen"] - 20
+    else:
+        # ORPO logs per-token means (TRL's meaning): measured at seed 0, chosen -6.25 -> -2.70 nats/token,
+        # rejected -6.24 -> -6.50, their gap -0.01 -> 3.80. An untrained model stays near -ln(vocab) for both.
+        assert after["val/rewards/chosen"] == pytest.approx(0.1 * after["val/logps/chosen"], rel=1e-5)  # means
+        before_margin = before["val/logps/chosen"] - before["val/logps/rejected"]
+        after_margin = after["val/logps/chosen"] - after["val/logps/rejected"]
+        assert after["val/logps/chosen"] > before["val/logps/chosen"] + 1.5
+        assert after_margin > 1.5 and after_margin > before_margin + 1.5
 
 
 def test_pairs_are_asked_in_the_init_from_checkpoints_prompt_style(tmp_path: Path, base_checkpoint: Path) -> None:
