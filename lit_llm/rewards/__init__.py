@@ -1,5 +1,6 @@
 """Reward sources for RL: a trained reward model, or a Python function of (prompt, response) such as the built-in
-task verifiers (`lit_llm.tasks.verify`).
+task verifiers (`lit_llm.tasks.verify`) or `lit_llm.rewards.math_answers.math_reward` (which also takes the record's
+`reference` answer); `RewardSet` weighs several of them.
 
 A source turns a batch of rollouts into one raw value per response. `check_scores` turns raw values into scores:
 a function that raised, or a value that is not a number (NaN included), skips that rollout; a value beyond
@@ -10,6 +11,7 @@ reported with the prompt it came from.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,22 +47,21 @@ class RewardCounts:
             rank_zero_warn(f"{message}; the rollout is {action} (this is counted, and only the first is reported)")
 
 
-def import_function(spec: str) -> Callable[..., Any]:
-    """The callable at "package.module:name" or "package.module.name"; ConfigError naming what is missing."""
+def import_function(spec: str, option: str = "model.reward_function") -> Callable[..., Any]:
+    """The callable at "package.module:name" or "package.module.name"; ConfigError naming `option` and what is
+    missing."""
     module_name, sep, attr = spec.partition(":")
     if not sep:
         module_name, _, attr = spec.rpartition(".")
     if not module_name or not attr:
-        raise ConfigError(
-            f"model.reward_function {spec!r} must be 'package.module:function' or 'package.module.function'"
-        )
+        raise ConfigError(f"{option} {spec!r} must be 'package.module:function' or 'package.module.function'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"model.reward_function {spec!r}: cannot import {module_name!r}: {exc}") from None
+        raise ConfigError(f"{option} {spec!r}: cannot import {module_name!r}: {exc}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise ConfigError(f"model.reward_function {spec!r}: module {module_name!r} has no function {attr!r}")
+        raise ConfigError(f"{option} {spec!r}: module {module_name!r} has no function {attr!r}")
     return fn
 
 
@@ -73,24 +74,51 @@ class Rollouts:
     responses: list[str]
     prompt_ids: list[list[int]]
     response_ids: list[list[int]]
+    references: list[str | None] | None = None  # each record's reference answer, where it has one
 
     @property
     def prompts(self) -> list[str]:
         return [next((m["content"] for m in reversed(c) if m["role"] == "user"), "") for c in self.conversations]
 
 
-class FunctionReward:
-    """Calls `fn(prompt, response) -> float` for each response, `prompt` being the last user message."""
+def takes_reference(fn: Callable[..., Any], option: str = "model.reward_function") -> bool:
+    """Whether `fn` takes (prompt, response) and also a `reference` keyword; ConfigError naming `option` when it
+    cannot be called as fn(prompt, response)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: trust it
+        return False
+    try:
+        signature.bind("prompt", "response")
+    except TypeError:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise ConfigError(
+            f"{option}: {name}{signature} must be callable as f(prompt, response) -> float (optionally with a "
+            "`reference` keyword for the record's reference answer)"
+        ) from None
+    params = signature.parameters
+    return "reference" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
-    def __init__(self, spec: str | Callable[..., Any]) -> None:
-        self.fn = import_function(spec) if isinstance(spec, str) else spec
+
+class FunctionReward:
+    """Calls `fn(prompt, response) -> float` for each response, `prompt` being the last user message; a function
+    with a `reference` parameter also gets the record's reference answer (None where the record has none)."""
+
+    def __init__(self, spec: str | Callable[..., Any], option: str = "model.reward_function") -> None:
+        self.fn = import_function(spec, option) if isinstance(spec, str) else spec
         self.name = spec if isinstance(spec, str) else getattr(spec, "__name__", repr(spec))
+        self.short_name = getattr(self.fn, "__name__", self.name)
+        self.with_reference = takes_reference(self.fn, option)
 
     def __call__(self, rollouts: Rollouts) -> list[Any]:
         values: list[Any] = []
-        for prompt, response in zip(rollouts.prompts, rollouts.responses):
+        references = rollouts.references or [None] * len(rollouts.responses)
+        for prompt, response, reference in zip(rollouts.prompts, rollouts.responses, references):
             try:
-                values.append(self.fn(prompt, response))
+                if self.with_reference:
+                    values.append(self.fn(prompt, response, reference=reference))
+                else:
+                    values.append(self.fn(prompt, response))
             except Exception as exc:  # a user's function may raise anything; the rollout is skipped and counted
                 values.append(exc)
         return values
@@ -154,6 +182,78 @@ def load_reward_source(
     if reward_function is not None:
         return FunctionReward(reward_function)
     return ModelReward(reward_model, tokenizer, style)
+
+
+class RewardSet:
+    """Several reward sources with weights (TRL's `reward_funcs` and `reward_weights`): functions first, then reward
+    models, each named by option and index in errors (`model.reward_functions[0]`, `model.reward_models[1]`).
+
+    `score` returns the weighted sum of the sources' clipped scores, whether each answer counts (an answer any
+    source skips, by raising or returning NaN, is skipped), and each source's scores by name for
+    `rewards/<name>/mean`. Each source has its own `RewardCounts`."""
+
+    def __init__(
+        self,
+        functions: Sequence[str | Callable[..., Any]] = (),
+        models: Sequence[str] = (),
+        weights: Sequence[float] | None = None,
+        tokenizer: Any = None,
+        style: Any = None,
+    ) -> None:
+        self.sources: list[RewardSource] = [
+            FunctionReward(f, f"model.reward_functions[{i}]") for i, f in enumerate(functions)
+        ]
+        for i, path in enumerate(models):
+            try:
+                self.sources.append(ModelReward(path, tokenizer, style))
+            except (CheckpointError, ConfigError) as exc:
+                raise ConfigError(f"model.reward_models[{i}]: {exc}") from None
+        self.weights = check_reward_weights(len(functions), len(models), weights)
+        self.names = unique_names([s.short_name if isinstance(s, FunctionReward) else Path(s.name).name or s.name
+                                   for s in self.sources])  # fmt: skip
+        self.counts = [RewardCounts() for _ in self.sources]
+
+    def to(self, device: torch.device | str) -> RewardSet:
+        for source in self.sources:
+            source.to(device)
+        return self
+
+    def score(self, rollouts: Rollouts, clip: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        total = torch.zeros(len(rollouts.responses))
+        valid = torch.ones(len(rollouts.responses), dtype=torch.bool)
+        per_source = {}
+        for source, weight, name, counts in zip(self.sources, self.weights, self.names, self.counts):
+            scores, ok = check_scores(source(rollouts), rollouts, clip, counts, source.name)
+            total += weight * scores
+            valid &= ok
+            per_source[name] = scores
+        return torch.where(valid, total, torch.zeros_like(total)), valid, per_source
+
+
+def check_reward_weights(functions: int, models: int, weights: Sequence[float] | None) -> list[float]:
+    """The weights of `functions + models` sources (all 1 when None); ConfigError naming the option otherwise."""
+    n = functions + models
+    if n == 0:
+        raise ConfigError("set model.reward_functions (e.g. [lit_llm.tasks.verify]) and/or model.reward_models "
+                          "(reward-model checkpoints): the stage needs at least one reward")  # fmt: skip
+    if weights is None:
+        return [1.0] * n
+    if len(weights) != n:
+        raise ConfigError(f"model.reward_weights has {len(weights)} weights for {n} rewards ({functions} "
+                          f"reward_functions, then {models} reward_models)")  # fmt: skip
+    if not all(math.isfinite(w) for w in weights):
+        raise ConfigError(f"model.reward_weights must be finite numbers, got {list(weights)}")
+    return [float(w) for w in weights]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """`names` with a repeated name suffixed by its position (`verify`, `verify_1`)."""
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        out.append(name if name not in seen else f"{name}_{i}")
+        seen[name] = i
+    return out
 
 
 def check_scores(
