@@ -57,13 +57,23 @@ def sample_next(
     top_k: int | None = None,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    row_generators: Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """One token id per row of `logits` (B, V); temperature 0 is greedy."""
+    """One token id per row of `logits` (B, V); temperature 0 is greedy. With `row_generators` (one per row) each
+    row draws from its own stream, so a row's token does not depend on the other rows of the batch."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if row_generators is None:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling with one uniform draw per row from that row's generator.
+    u = torch.cat([torch.rand(1, generator=g, device=probs.device) for g in row_generators])
+    cdf = probs.cumsum(-1)
+    token = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    # Float round-off may put u at the very end of the CDF: fall back to the last token of nonzero probability.
+    last = (probs > 0).long().cumsum(-1).argmax(-1)
+    return torch.minimum(token, last)
 
 
 def _unpad(prompts: list[Sequence[int]] | torch.Tensor, attention_mask: torch.Tensor | None) -> list[list[int]]:
@@ -102,8 +112,12 @@ def generate(
     seed: int | None = None,
     attention_mask: torch.Tensor | None = None,
     pad_id: int = 0,
+    row_seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """New tokens for each prompt (a stop token, when emitted, ends its row and is included).
+
+    `seed` seeds one generator for the batch; `row_seeds` (one per prompt) seed a generator per row instead, so
+    each row's sample depends only on its own seed and prompt, not on the batch it is generated in.
 
     `prompts` is a list of token-id lists of any lengths, or a (B, T) tensor; with a tensor, an
     `attention_mask` (1 = token, 0 = padding) may mark left or right padding. Rows are re-laid out
@@ -121,8 +135,12 @@ def generate(
         raise ConfigError(
             f"prompt of {T} tokens + max_new_tokens {max_new_tokens} exceeds the model's block_size {cfg.block_size}"
         )
-    generator = None
-    if seed is not None:
+    generator = row_generators = None
+    if row_seeds is not None:
+        if len(row_seeds) != B:
+            raise ConfigError(f"row_seeds has {len(row_seeds)} seeds for {B} prompts")
+        row_generators = [torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds]
+    elif seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
 
     idx = torch.full((B, T), pad_id, dtype=torch.long, device=device)
@@ -143,7 +161,7 @@ def generate(
         out: list[torch.Tensor] = []
         for step in range(max_new_tokens):
             logits[:, cfg.vocab_size :] = float("-inf")
-            token = sample_next(logits, temperature, top_k, top_p, generator)
+            token = sample_next(logits, temperature, top_k, top_p, generator, row_generators)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             out.append(token)
             if stop.numel():

@@ -133,3 +133,46 @@ def test_ppo_under_ddp_each_rank_generates_its_own_rollouts_and_whitening_spans_
         assert (step0["advantage_square_sum"] + step1["advantage_square_sum"]) / (n - 1) == pytest.approx(1, abs=1e-3)
         # Whitening each rank alone would zero each sum; with shared statistics they are not.
         assert abs(step0["advantage_sum"]) > 1e-2
+
+
+@pytest.mark.parametrize("loss_type, scale_rewards", [("grpo", "batch"), ("dapo", "group")])
+def test_grpo_under_ddp_matches_one_process_at_the_same_global_batch(tmp_path, loss_type, scale_rewards):
+    """Groups are generated on one rank and each answer is seeded by its prompt and index, batch statistics (batch
+    std, dapo's token count) span the ranks: 2 ranks x 4 prompts train to the weights of 1 process x 8 prompts."""
+    import yaml
+
+    from lit_llm.prepare.corpus import generate_corpus
+    from lit_llm.tasks import task_records
+    from lit_llm.text.tokenizer import train_bpe
+    from tests.stages.conftest import save_model
+
+    texts = list(generate_corpus(200, seed=1)) + [r["instruction"] for r in task_records("train", per_task=100)]
+    init = save_model(tmp_path / "init.ckpt", train_bpe(texts, vocab_size=512), seed=0)
+    states = {}
+    for name, devices, batch_size in (("ddp", 2, 4), ("single", 1, 8)):
+        run = tmp_path / name
+        config = {
+            "seed_everything": 1,
+            "trainer": {"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto",
+                        "max_steps": 3, "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
+                        "default_root_dir": str(run),
+                        "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                       "init_args": {"dirpath": str(run), "save_last": True}}]},
+            "model": {"class_path": "lit_llm.stages.GRPOModule",
+                      "init_args": {"init_from": str(init), "reward_functions": ["tests.stages.conftest.e_share"],
+                                    "num_generations": 4, "max_completion_length": 6, "loss_type": loss_type,
+                                    "scale_rewards": scale_rewards, "num_mini_batches": 2, "learning_rate": 1e-3,
+                                    "eval_generations": 0}},
+            "data": {"class_path": "lit_llm.data.PromptDataModule",
+                     "init_args": {"tokenizer": str(init), "prompt_style": "alpaca", "tasks": ["upper", "add"],
+                                   "examples_per_task": 16, "val_examples_per_task": 1, "batch_size": batch_size}},
+        }  # fmt: skip
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "lit_llm.cli.commands", "fit", "--config", str(tmp_path / f"{name}.yaml")]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        states[name] = submodule_state(load_checkpoint(run / "last.ckpt")["state_dict"])
+    initial = submodule_state(load_checkpoint(init)["state_dict"])
+    for name, tensor in states["single"].items():
+        assert not torch.equal(tensor, initial[name]) or "norm" in name
+        torch.testing.assert_close(states["ddp"][name], tensor, atol=2e-5, rtol=1e-4, msg=name)

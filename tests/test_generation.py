@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lit_llm.errors import ConfigError
 from lit_llm.generation import filter_logits, sample_next
 from lit_llm.model import GPT, Config
 
@@ -120,6 +121,36 @@ def test_same_seed_same_samples_different_seed_different_samples():
     assert all(0 <= t < model.config.vocab_size for r in a + c for t in r)
 
 
+def test_row_generators_sample_the_filtered_distribution():
+    """Inverse-CDF sampling with one generator per row draws from the same distribution as multinomial."""
+    logits = torch.tensor([0.0, 1.0, 3.0, 3.0]).expand(4000, 4)
+    generators = [torch.Generator().manual_seed(i) for i in range(4000)]
+    samples = sample_next(logits, temperature=1.0, top_k=2, row_generators=generators)
+    counts = torch.bincount(samples, minlength=4)
+    assert counts[0] == 0 and counts[1] == 0
+    assert abs(counts[2].item() - 2000) < 200
+    probs = torch.tensor([math.log(0.7), math.log(0.2), math.log(0.1)]).expand(6000, 3)
+    draws = sample_next(probs, 1.0, row_generators=[torch.Generator().manual_seed(i) for i in range(6000)])
+    shares = torch.bincount(draws, minlength=3).float() / 6000
+    torch.testing.assert_close(shares, torch.tensor([0.7, 0.2, 0.1]), atol=0.02, rtol=0)
+
+
+def test_row_seeds_make_a_rows_answer_independent_of_its_batch():
+    """With row_seeds a prompt's sample depends only on its seed: alone, in another batch, or in another position
+    it is the same; a different seed gives a different sample."""
+    from lit_llm.generation import generate
+
+    model = tiny_model()
+    options = dict(max_new_tokens=12, temperature=1.0)
+    both = generate(model, [[1, 2, 3], [4, 5]], row_seeds=[7, 8], **options)
+    alone = generate(model, [[4, 5]], row_seeds=[8], **options)
+    swapped = generate(model, [[4, 5], [9, 9, 9, 9], [1, 2, 3]], row_seeds=[8, 1, 7], **options)
+    assert both[1] == alone[0] == swapped[0] and both[0] == swapped[2]
+    assert generate(model, [[4, 5]], row_seeds=[9], **options)[0] != alone[0]
+    with pytest.raises(ConfigError, match="row_seeds has 1 seeds for 2 prompts"):
+        generate(model, [[1], [2]], row_seeds=[1], **options)
+
+
 # ---- stop tokens ----------------------------------------------------------------------------------
 
 
@@ -213,8 +244,6 @@ def test_top_p_zero_keeps_the_top_token():
     ],
 )
 def test_impossible_sampling_options_are_one_config_error(option, message):
-    from lit_llm.errors import ConfigError
-
     model = tiny_model()
     with pytest.raises(ConfigError) as exc:
         model.generate([[1, 2], [3]], **{"max_new_tokens": 4, **option})

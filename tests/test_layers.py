@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lit_llm"
 LAYERS = [
     {"errors", "atomic", "tasks"},
     {"text", "prepare"},
-    {"losses", "rl", "metrics", "lora", "model", "generation"},
+    {"losses", "rl", "rlvr", "metrics", "lora", "model", "generation"},
     {"checkpoint", "convert", "loggers", "callbacks"},
     {"data", "rewards", "rollout"},
     {"chat", "stages"},

@@ -46,11 +46,16 @@ class RolloutSampler:
         room = prompt_room(model, self.max_new_tokens)
         return [row[-room:] for row in rows]
 
-    def generate(self, model: nn.Module, prompts: list[list[int]], seed: int | None, greedy: bool = False) -> list:
-        """The response tokens of each prompt row (a stop token, when emitted, ends the row and is included)."""
+    def generate(
+        self, model: nn.Module, prompts: list[list[int]], seed: int | None, greedy: bool = False,
+        row_seeds: list[int] | None = None,
+    ) -> list:
+        """The response tokens of each prompt row (a stop token, when emitted, ends the row and is included); with
+        `row_seeds`, each row is sampled from its own seed (independent of the batch around it)."""
         return generate(
             model, prompts, max_new_tokens=self.max_new_tokens, temperature=0.0 if greedy else self.temperature,
             top_k=self.top_k, top_p=self.top_p, stop_tokens=self.stop_tokens, seed=seed, pad_id=self.pad_id,
+            row_seeds=None if greedy else row_seeds,
         )  # fmt: skip
 
     def answer(self, model: nn.Module, conversations: list[list[dict]], style: Any, seed: int | None) -> list[str]:
@@ -62,12 +67,21 @@ class RolloutSampler:
     ) -> tuple[dict[str, Any], list[list[int]]]:
         """Responses to `prompts` and their layout for one forward pass: prompts left-padded to P columns, responses
         right-padded after them (`ids`, `valid`, `P`), and `ended` (B,): whether each stopped before the limit."""
-        responses = self.generate(model, prompts, seed, greedy=greedy)
+        responses, ended = self.responses(model, prompts, seed, greedy=greedy)
+        layout = rollout_layout(prompts, responses, self.pad_id, device)
+        layout["ended"] = torch.tensor(ended, device=device)
+        return layout, responses
+
+    def responses(
+        self, model: nn.Module, prompts: list[list[int]], seed: int | None, greedy: bool = False,
+        row_seeds: list[int] | None = None,
+    ) -> tuple[list[list[int]], list[bool]]:
+        """The response tokens of each prompt, cut at `stop_strings`, and whether each stopped (a stop token or
+        string) before `max_new_tokens`."""
+        responses = self.generate(model, prompts, seed, greedy=greedy, row_seeds=row_seeds)
         ended = [bool(r) and r[-1] in self.stop_tokens for r in responses]
         if self.stop_strings:
             cut = cut_at_stop_strings(self.tokenizer, responses, self.stop_strings)
             responses = [tokens for tokens, _ in cut]
             ended = [e or was_cut for e, (_, was_cut) in zip(ended, cut)]
-        layout = rollout_layout(prompts, responses, self.pad_id, device)
-        layout["ended"] = torch.tensor(ended, device=device)
-        return layout, responses
+        return responses, ended

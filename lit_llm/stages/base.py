@@ -87,14 +87,16 @@ class Stage(LightningModule):
                  "weight_decay": weight_decay, "eval_generations": eval_generations, "max_new_tokens": max_new_tokens}
         resolved = {k: (self.defaults[k] if v is None else v) for k, v in given.items()}
         # Every init argument of the stage (its own and these), with the stage's defaults filled in; a function
-        # given from Python is saved by name (a function object would make checkpoints unloadable with
+        # given from Python (or in a list) is saved by name (a function object would make checkpoints unloadable with
         # weights_only=True).
         self.save_hyperparameters()
         for hparams in (self.hparams, self._hparams_initial):
             hparams.update(resolved)
             for key, value in list(hparams.items()):
-                if callable(value) and not isinstance(value, type):
-                    hparams[key] = f"{value.__module__}:{value.__qualname__}"
+                if isinstance(value, (list, tuple)):
+                    hparams[key] = [_by_name(v) for v in value]
+                else:
+                    hparams[key] = _by_name(value)
         hp = self.hparams
         if hp.min_lr > hp.learning_rate:
             raise ConfigError(f"model.min_lr ({hp.min_lr}) is above model.learning_rate ({hp.learning_rate})")
@@ -299,6 +301,13 @@ class Stage(LightningModule):
             for key in frozen_parameter_names(self):
                 if key not in state and key in live:
                     state[key] = live[key]
+
+
+def _by_name(value: Any) -> Any:
+    """A function as "module:qualname" (how hyperparameters store it); anything else as it is."""
+    if callable(value) and not isinstance(value, type):
+        return f"{value.__module__}:{value.__qualname__}"
+    return value
 
 
 def flops_per_batch(stage: Stage) -> int | None:

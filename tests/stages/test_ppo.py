@@ -8,35 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback
 
 from lit_llm.checkpoint import load_checkpoint, load_model, submodule_state
 from lit_llm.data.rl_prompts import PromptDataModule
-from lit_llm.text.templates import load_style, style_to_dict
 from lit_llm.text.tokenizer import Tokenizer
 from lit_llm.errors import CheckpointError, ConfigError
-from lit_llm.model import GPT, Config, RewardModel
+from lit_llm.model import GPT
 from lit_llm.stages import PPOModule
-from tests.stages.conftest import SMALL, trainer
-
-
-def e_share(prompt: str, response: str) -> float:
-    """The share of the response's characters that are the letter e: a reward an untrained model can learn."""
-    return response.count("e") / max(len(response), 1)
-
-
-class Recorder(Callback):
-    """The logged metrics after every rollout batch and every validation run."""
-
-    def __init__(self) -> None:
-        self.steps: list[dict[str, float]] = []
-        self.validations: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self.validations.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+from tests.stages.conftest import SMALL, Recorder, e_share, trainer
 
 
 def prompts(checkpoint: Path, **kwargs) -> PromptDataModule:
@@ -51,20 +30,6 @@ def ppo(checkpoint: Path, **kwargs) -> PPOModule:
         samples_every_n_steps=1000,
     )  # fmt: skip
     return PPOModule(**{**defaults, **kwargs})
-
-
-@pytest.fixture(scope="module")
-def reward_checkpoint(base_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A reward-model checkpoint (untrained head) on the base model's backbone, tokenizer and the Alpaca style."""
-    base = load_checkpoint(base_checkpoint)
-    config = Config.from_dict(base["lit_llm"]["model_config"])
-    torch.manual_seed(5)
-    reward = RewardModel(config)
-    reward.load_language_model(submodule_state(base["state_dict"]))
-    meta = {**base["lit_llm"], "stage": "reward", "prompt_style": style_to_dict(load_style("alpaca"))}
-    path = tmp_path_factory.mktemp("reward") / "reward.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in reward.state_dict().items()}, "lit_llm": meta}, path)
-    return path
 
 
 def test_ppo_raises_the_reward_on_held_out_prompts(base_checkpoint, tmp_path):
