@@ -82,7 +82,8 @@ def iter_documents(
     glob expands to in sorted path order.
 
     A source is a file, a directory (recursed; hidden files and directories are skipped), a glob (``**``
-    recurses), ``hf:NAME_OR_PATH[:SPLIT]`` for ``datasets.load_dataset(NAME_OR_PATH, split=SPLIT or "train")``,
+    recurses), ``hf:NAME_OR_PATH[@CONFIG][:SPLIT]`` for ``datasets.load_dataset(NAME_OR_PATH, CONFIG,
+    split=SPLIT or "train")``,
     or ``hf:BUILDER:DATA_FILES`` for a packaged builder (json, csv, parquet, text, arrow) over local files,
     or ``builtin[:N]`` for N documents of the generated raw corpus (default 6000).
     `text_field` names the text in JSON records, table columns and datasets; `txt_mode` makes a .txt/.md file
@@ -509,8 +510,12 @@ def _parse_hf(source: str) -> tuple[str, dict[str, Any], str]:
         if not tail:
             raise DataError(f"{source}: the {name} builder needs data files, e.g. hf:{name}:data/*.{name}")
         return name, {"data_files": tail}, "train"
-    # Everything after the first colon is the split, so slices such as "train[:10%]" survive.
-    return name, {}, tail or "train"
+    # Everything after the first colon is the split, so slices such as "train[:10%]" survive; NAME@CONFIG names a
+    # configuration (hf:openai/gsm8k@main:test).
+    name, at, config = name.partition("@")
+    if at and not (name and config):
+        raise DataError(f"{source}: expected hf:NAME@CONFIG[:SPLIT], e.g. hf:openai/gsm8k@main:train")
+    return name, ({"name": config} if at else {}), tail or "train"
 
 
 def _hf_records(

@@ -87,6 +87,25 @@ class Chat(PromptStyle):
         return parts
 
 
+class ChatML(PromptStyle):
+    """ChatML, the template of SmolLM2-Instruct and Qwen2 chat models: `<|im_start|>{role}\n{content}<|im_end|>\n`
+    per turn, `<|im_start|>assistant\n` before a response; `<|im_end|>` stops generation. Use it with a tokenizer
+    that holds those special tokens (an imported instruct model's)."""
+
+    stop_tokens = ("<|im_end|>",)
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[str]:
+        parts: list[str] = []
+        for message in messages:
+            content = message["content"]
+            if message.get("input"):
+                content = f"{content}\n\n{message['input']}"
+            parts += [Special("<|im_start|>"), f"{message['role']}\n{content}", Special("<|im_end|>"), "\n"]
+        if add_generation_prompt:
+            parts += [Special("<|im_start|>"), "assistant\n"]
+        return parts
+
+
 class QA(PromptStyle):
     """A compact question-and-answer template for small models: `Q: {instruction}\nA: {response}</s>`.
 
@@ -121,7 +140,7 @@ def _render_turns(messages: list[dict[str, Any]], system: str, user: str, input:
     return parts
 
 
-STYLES: dict[str, type[PromptStyle]] = {"alpaca": Alpaca, "chat": Chat, "qa": QA}
+STYLES: dict[str, type[PromptStyle]] = {"alpaca": Alpaca, "chat": Chat, "chatml": ChatML, "qa": QA}
 
 
 def load_style(spec: str | dict[str, Any] | PromptStyle) -> PromptStyle:
