@@ -39,6 +39,7 @@ bench: setup
 	$(PY) benchmarks/dpo_reference.py
 	$(PY) benchmarks/generation_kv_cache.py
 	$(PY) benchmarks/ppo_step.py
+	$(PY) benchmarks/grpo_step.py
 	$(PY) benchmarks/hf_convert.py
 	$(PY) benchmarks/lora_step.py
 
