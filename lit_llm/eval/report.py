@@ -32,6 +32,10 @@ PLOTS: list[tuple[str, str, str, list[str]]] = [
      ["train/rewards/accuracies", "val/rewards/accuracies"]),
     ("ppo_reward", "PPO: reward", "score", ["objective/scores", "objective/rlhf_reward", "val/score"]),
     ("ppo_kl", "PPO: KL to the reference", "nats per response", ["objective/kl"]),
+    ("grpo_reward", "GRPO / RLOO / REINFORCE++: reward", "reward", ["reward", "val/score", "val/reward"]),
+    ("grpo_exact_match", "GRPO / RLOO / REINFORCE++: held-out exact match", "share", ["val/exact_match"]),
+    ("grpo_policy", "GRPO / RLOO / REINFORCE++: entropy, KL, clipping", "value",
+     ["entropy", "kl", "clip_ratio/region_mean", "frac_reward_zero_std"]),
 ]  # fmt: skip
 
 
@@ -84,7 +88,7 @@ def summary(run: Run) -> dict[str, float | None]:
     spent training."""
     loss_key = "val/loss" if "val/loss" in run.series else "train/loss"
     wall = run.last("train/time")  # the throughput monitor's elapsed time
-    if wall is None and "time/train" in run.series:  # PPO times its phases per rollout batch
+    if wall is None and "time/train" in run.series:  # PPO and GRPO time their phases per rollout batch
         wall = sum(v for key in ("time/generate", "time/score", "time/train") for _, v in run.series.get(key, []))
     return {
         "final loss": run.last(loss_key),

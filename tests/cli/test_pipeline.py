@@ -215,7 +215,8 @@ def test_demo_pipeline_parses_and_chains_every_stage(monkeypatch):
     monkeypatch.chdir(REPO)
     demo = pl.load_pipeline("configs/pipeline/demo.yaml", commands=KNOWN)
     assert [s.name for s in demo.steps] == [
-        "prepare", "pretrain", "sft", "pairs_train", "pairs_val", "reward", "dpo", "orpo", "ppo", "compare", "report",
+        "prepare", "pretrain", "sft", "pairs_train", "pairs_val", "reward", "dpo", "orpo", "ppo", "grpo", "compare",
+        "report",
     ]
     fits = [s for s in demo.steps if s.command == "fit"]
     for step in fits:  # each fit step declares the checkpoint its config writes
@@ -237,6 +238,8 @@ MINIATURE = {
     "dpo": {**_FIT, "model.eval_generations": 2},
     "orpo": {**_FIT, "model.eval_generations": 2},
     "ppo": {**_FIT, "data.examples_per_task": 8, "data.val_examples_per_task": 1},
+    "grpo": {**_FIT, "data.batch_size": 2, "model.num_generations": 2, "data.examples_per_task": 8,
+             "data.val_examples_per_task": 1, "model.eval_generations": 2},
     "compare": {"per_task": 2, "examples": 1},
 }
 
@@ -251,22 +254,24 @@ def test_miniature_demo_pipeline_end_to_end(tmp_path, monkeypatch, capsys):
     main(argv)
     out = capsys.readouterr().out
     state = json.loads(Path("runs/pipeline/demo.json").read_text())["steps"]
-    assert len(state) == 11
+    assert len(state) == 12
     compare = json.loads(Path("reports/compare/compare.json").read_text())
     rows = {row["checkpoint"]: row for row in compare["table"]}
-    assert list(rows) == ["runs/sft/tiny", "runs/dpo/tiny", "runs/orpo/tiny", "runs/ppo/tiny"]
+    assert list(rows) == ["runs/sft/tiny", "runs/dpo/tiny", "runs/orpo/tiny", "runs/ppo/tiny", "runs/grpo/tiny"]
     assert rows["runs/sft/tiny"]["win_rate_verifier"] == 0.5 and rows["runs/sft/tiny"]["kl_to_baseline"] == 0
     assert "| runs/ppo/tiny | ppo |" in out.split("pipeline summary:")[1]
+    assert "| runs/grpo/tiny | grpo |" in out.split("pipeline summary:")[1]
     assert "training report: reports/demo/report.md" in out
     # Steps run in one process, yet each stage is its own W&B run with its own name and stage metadata.
-    stages = {"pretrain": "causal_lm", "sft": "sft", "reward": "reward", "dpo": "dpo", "orpo": "orpo", "ppo": "ppo"}
+    stages = {"pretrain": "causal_lm", "sft": "sft", "reward": "reward", "dpo": "dpo", "orpo": "orpo", "ppo": "ppo",
+              "grpo": "grpo"}
     for run, stage in stages.items():
         (run_dir,) = Path(f"runs/{run}/tiny/wandb").glob("offline-run-*")
         record = offline_history(run_dir)
         assert record["run"]["name"] == f"{run}-tiny" and record["summary"]["checkpoint/stage"] == stage
-    # A rerun with the same overrides skips all 11 steps; a changed compare option reruns compare only.
+    # A rerun with the same overrides skips all 12 steps; a changed compare option reruns compare only.
     main(argv)
-    assert capsys.readouterr().out.count("up to date, skipped") == 11
+    assert capsys.readouterr().out.count("up to date, skipped") == 12
     main([*argv, "--compare.examples", "2"])
     out = capsys.readouterr().out
-    assert out.count("up to date, skipped") == 10 and "[10/11] compare (its config" in out
+    assert out.count("up to date, skipped") == 11 and "[11/12] compare (its config" in out
