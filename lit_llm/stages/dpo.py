@@ -9,7 +9,6 @@ import torch
 
 from lit_llm.errors import ConfigError
 from lit_llm.losses import DPO_LOSSES, dpo_loss, next_token_loss
-from lit_llm.model import GPT
 from lit_llm.stages.base import Stage
 from lit_llm.stages.pairs import SideOutputs, evaluate_pairs, side_outputs, train_on_pairs
 from lit_llm.stages.reference import FrozenReference
@@ -67,10 +66,7 @@ class DPOModule(Stage):
         self.reference_table: torch.Tensor | None = None
 
     def configure_components(self, wrap: Any = None) -> None:
-        if self.lora_config is not None:
-            self.reference = FrozenReference(policy=lambda: self.model)
-        else:
-            self.reference = FrozenReference(self.policy.build(GPT, wrap))
+        self.reference = FrozenReference.of_stage(self, wrap)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.model(batch["input_ids"])

@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from lit_llm.errors import ConfigError
-from lit_llm.model import GPT
 from lit_llm.rewards import FunctionReward, RewardCounts, RewardSet, Rollouts, check_reward_weights
 from lit_llm.rl import entropy_from_logits, kl_estimate, masked_mean
 from lit_llm.rlvr import (
@@ -38,7 +37,7 @@ from lit_llm.rollout.sampler import RolloutSampler
 from lit_llm.stages.base import Stage
 from lit_llm.stages.groups import GroupBuffer, Groups
 from lit_llm.stages.reference import FrozenReference
-from lit_llm.stages.rl_validation import RolloutValidation, write_rollouts
+from lit_llm.stages.rl_validation import RolloutValidation, check_can_generate, reduce_sum, write_rollouts
 
 
 class GRPOModule(Stage):
@@ -184,10 +183,7 @@ class GRPOModule(Stage):
         if self.model is not None:
             return
         super().setup(stage)
-        if self._sharded():
-            raise ConfigError("GRPO runs on one device or with DDP; generating answers under FSDP is not supported")
-        if self.tokenizer is None:
-            raise ConfigError(f"{self.hparams.init_from} stores no tokenizer, so prompts cannot be answered")
+        check_can_generate(self, "GRPO")
         hp = self.hparams
         if self.rewards is None:
             self.rewards = RewardSet(self._reward_functions, hp.reward_models or [], hp.reward_weights,
@@ -211,10 +207,7 @@ class GRPOModule(Stage):
         """The frozen reference, only when beta > 0 (under LoRA: the policy with its adapters off)."""
         if self.hparams.beta == 0:
             return
-        if self.lora_config is not None:
-            self.reference = FrozenReference(policy=lambda: self.model)
-        else:
-            self.reference = FrozenReference(self.policy.build(GPT, wrap))
+        self.reference = FrozenReference.of_stage(self, wrap)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -268,9 +261,7 @@ class GRPOModule(Stage):
         return scores.to(self.device), valid.to(self.device), texts
 
     def _reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return x
-        return self.trainer.strategy.reduce(x, reduce_op="sum")
+        return reduce_sum(self, x)
 
     def _all_ranks_ready(self) -> bool:
         """Whether every rank holds a full batch of informative groups, or the generation limit is reached (the

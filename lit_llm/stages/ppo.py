@@ -15,7 +15,7 @@ from lit_llm.checkpoint import checkpoint_meta, load_checkpoint, model_state
 from lit_llm.errors import CheckpointError, ConfigError
 from lit_llm.generation import padded_positions_and_mask
 from lit_llm.lora import apply_lora
-from lit_llm.model import GPT, Config, RewardModel
+from lit_llm.model import Config, RewardModel
 from lit_llm.rewards import RewardCounts, Rollouts, check_reward_spec, check_scores, load_reward_source
 from lit_llm.rl import (
     KL_ESTIMATORS,
@@ -32,7 +32,7 @@ from lit_llm.rollout.layout import response_logps
 from lit_llm.rollout.sampler import RolloutSampler
 from lit_llm.stages.base import Stage
 from lit_llm.stages.reference import FrozenReference
-from lit_llm.stages.rl_validation import RolloutValidation, write_rollouts
+from lit_llm.stages.rl_validation import RolloutValidation, check_can_generate, reduce_sum, write_rollouts
 
 
 class PPOModule(Stage):
@@ -176,10 +176,7 @@ class PPOModule(Stage):
         if self.model is not None:
             return
         super().setup(stage)
-        if self._sharded():
-            raise ConfigError("PPO runs on one device or with DDP; generating rollouts under FSDP is not supported")
-        if self.tokenizer is None:
-            raise ConfigError(f"{self.hparams.init_from} stores no tokenizer, so prompts cannot be answered")
+        check_can_generate(self, "PPO")
         hp = self.hparams
         if self.reward_source is None:
             self.reward_source = load_reward_source(
@@ -200,10 +197,7 @@ class PPOModule(Stage):
     def configure_components(self, wrap: Any = None) -> None:
         """The frozen reference (a copy of the starting weights, or under LoRA the policy with adapters off), then
         the value head or the critic."""
-        if self.lora_config is not None:
-            self.reference = FrozenReference(policy=lambda: self.model)
-        else:
-            self.reference = FrozenReference(self.policy.build(GPT, wrap))
+        self.reference = FrozenReference.of_stage(self, wrap)
         n_embd = self.config.n_embd
         if self.hparams.value_model == "head":
             self.value_head = nn.Linear(n_embd, 1, bias=False)
@@ -270,9 +264,7 @@ class PPOModule(Stage):
         return scores.to(self.device), valid.to(self.device), texts
 
     def _reduce_sum(self, x: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return x
-        return self.trainer.strategy.reduce(x, reduce_op="sum")
+        return reduce_sum(self, x)
 
     @torch.no_grad()
     def _experience(self, batch: dict[str, Any]) -> dict[str, Any]:

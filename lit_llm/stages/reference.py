@@ -33,6 +33,16 @@ class FrozenReference(nn.Module):
             # Lightning warns about modules in eval mode when training starts; the reference is meant to be one.
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 
+    @classmethod
+    def of_stage(cls, stage: Any, wrap: Any = None) -> FrozenReference:
+        """The reference of `stage` (DPO, PPO, GRPO): under LoRA its policy with adapters off, else a frozen copy of
+        the starting weights, built (and under FSDP sharded by `wrap`) while the stage still holds them."""
+        from lit_llm.model import GPT
+
+        if stage.lora_config is not None:
+            return cls(policy=lambda: stage.model)
+        return cls(stage.policy.build(GPT, wrap))
+
     @property
     def available(self) -> bool:
         """Whether reference log-probs can still be computed (not after `free()`)."""

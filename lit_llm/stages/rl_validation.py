@@ -1,5 +1,6 @@
 """`RolloutValidation`: what an RL stage logs at validation — greedy answers to held-out prompts, scored by its
-reward source and by the built-in tasks' verifiers — and its tables of sample answers and rollouts."""
+reward source and by the built-in tasks' verifiers — and its tables of sample answers and rollouts; with the checks
+and the cross-rank sum the RL stages (PPO, GRPO) share."""
 
 from __future__ import annotations
 
@@ -10,11 +11,27 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_llm.errors import ConfigError
 from lit_llm.rewards import RewardCounts
 from lit_llm.tasks import TASKS
 
 # (batch, responses, counts) -> (scores, scored, texts): the stage's reward source on a batch of answers.
 Scorer = Callable[[dict[str, Any], list[list[int]], RewardCounts], tuple[torch.Tensor, torch.Tensor, list[str]]]
+
+
+def check_can_generate(stage: Any, name: str) -> None:
+    """ConfigError unless `stage` can answer prompts: not under FSDP, and with a tokenizer from its checkpoint."""
+    if stage._sharded():
+        raise ConfigError(f"{name} runs on one device or with DDP; generating answers under FSDP is not supported")
+    if stage.tokenizer is None:
+        raise ConfigError(f"{stage.hparams.init_from} stores no tokenizer, so prompts cannot be answered")
+
+
+def reduce_sum(stage: Any, x: torch.Tensor) -> torch.Tensor:
+    """`x` summed over the stage's ranks (itself on one process)."""
+    if stage.trainer.world_size == 1:
+        return x
+    return stage.trainer.strategy.reduce(x, reduce_op="sum")
 
 
 class RolloutValidation:
