@@ -82,3 +82,17 @@ def test_folders_without_metrics_fail_with_one_message(tmp_path: Path, capsys) -
 def test_report_command_writes_the_report(full_run: Path, tmp_path: Path, capsys) -> None:
     main(["report", "--runs", f"[{full_run}]", "--output", str(tmp_path / "cli")])
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'cli' / 'report.md'}"
+
+
+def test_a_stages_own_plot_is_drawn_only_for_runs_of_that_stage(tmp_path):
+    """PPO and GRPO both log val/score; the GRPO reward plot needs GRPO's frac_reward_zero_std, PPO's its scores."""
+    from lit_llm.eval.report import Run, plot
+
+    ppo = Run("ppo", tmp_path / "m.csv", {"objective/scores": [(0, 0.1), (1, 0.2)], "val/score": [(1, 0.3)]})
+    grpo = Run("grpo", tmp_path / "m.csv", {"reward": [(0, 0.4)], "frac_reward_zero_std": [(0, 0.5)],
+                                            "val/score": [(1, 0.6)]})  # fmt: skip
+    keys = ["reward", "val/score", "val/reward"]
+    assert not plot(ppo, "grpo_reward", "t", "y", keys, tmp_path / "a.png") and not (tmp_path / "a.png").exists()
+    assert plot(grpo, "grpo_reward", "t", "y", keys, tmp_path / "b.png") and (tmp_path / "b.png").exists()
+    assert not plot(grpo, "ppo_reward", "t", "y", ["objective/scores", "val/score"], tmp_path / "c.png")
+    assert plot(ppo, "ppo_reward", "t", "y", ["objective/scores", "val/score"], tmp_path / "d.png")

@@ -1,7 +1,8 @@
 """`lit-llm report`: a Markdown and HTML training report with PNG plots, built from runs' logged metrics.
 
 Each run folder is searched for the CSV logs Lightning's CSVLogger writes (`**/metrics.csv`; the newest version
-when there are several). Every plot of `PLOTS` whose metrics a run logged is drawn, one PNG per run and plot,
+when there are several). Every plot of `PLOTS` whose metrics a run logged (for a stage's own plot, its metric in
+`REQUIRES`) is drawn, one PNG per run and plot,
 and a summary table gives, per run: the last and best loss, the last perplexity, the tokens seen and the wall
 time of training.
 """
@@ -18,12 +19,12 @@ from lit_llm.errors import DataError
 
 # (file stem, title, y label, metrics drawn as one line each); a plot is drawn when a run logged any of them.
 PLOTS: list[tuple[str, str, str, list[str]]] = [
-    ("loss", "Loss", "nats per token", ["train/loss", "val/loss"]),
+    ("loss", "Loss", "nats per token", ["train/loss", "val/loss", "loss"]),
     ("perplexity", "Validation perplexity", "perplexity", ["val/ppl"]),
     ("learning_rate", "Learning rate", "learning rate", ["train/lr", "lr"]),
     ("grad_norm", "Gradient norm", "global L2 norm", ["train/grad_norm"]),
     ("throughput", "Throughput", "tokens per second", ["train/device/items_per_sec"]),
-    ("sft_accuracy", "SFT: token accuracy and exact match", "share", ["train/token_accuracy", "val/token_accuracy",
+    ("sft_accuracy", "Token accuracy and held-out exact match", "share", ["train/token_accuracy", "val/token_accuracy",
                                                                       "val/exact_match"]),
     ("reward_accuracy", "Reward model: pairwise accuracy", "share of pairs", ["train/accuracy", "val/accuracy"]),
     ("preference_margins", "DPO / ORPO: implicit reward margins", "margin", ["train/rewards/margins",
@@ -33,10 +34,13 @@ PLOTS: list[tuple[str, str, str, list[str]]] = [
     ("ppo_reward", "PPO: reward", "score", ["objective/scores", "objective/rlhf_reward", "val/score"]),
     ("ppo_kl", "PPO: KL to the reference", "nats per response", ["objective/kl"]),
     ("grpo_reward", "GRPO / RLOO / REINFORCE++: reward", "reward", ["reward", "val/score", "val/reward"]),
-    ("grpo_exact_match", "GRPO / RLOO / REINFORCE++: held-out exact match", "share", ["val/exact_match"]),
     ("grpo_policy", "GRPO / RLOO / REINFORCE++: entropy, KL, clipping", "value",
      ["entropy", "kl", "clip_ratio/region_mean", "frac_reward_zero_std"]),
 ]  # fmt: skip
+# Plots of one stage's metrics, drawn only for runs that logged the metric named here (another stage may log the
+# plot's other, shared names such as val/score or val/reward).
+REQUIRES = {"ppo_reward": "objective/scores", "ppo_kl": "objective/kl", "grpo_reward": "frac_reward_zero_std",
+            "grpo_policy": "frac_reward_zero_std"}  # fmt: skip
 
 
 @dataclass
@@ -102,7 +106,7 @@ def summary(run: Run) -> dict[str, float | None]:
 def plot(run: Run, stem: str, title: str, ylabel: str, keys: list[str], path: Path) -> bool:
     """Draw the logged `keys` of `run` against the step into `path`; False when the run logged none of them."""
     present = [k for k in keys if k in run.series]
-    if not present:
+    if not present or REQUIRES.get(stem, present[0]) not in run.series:
         return False
     import matplotlib
 
