@@ -39,6 +39,13 @@ class RewardCounts:
     def skipped(self) -> int:
         return self.raised + self.not_a_number
 
+    def state(self) -> list[int]:
+        """The counts, for a checkpoint."""
+        return [self.responses, self.raised, self.not_a_number, self.clipped]
+
+    def load(self, state: list[int]) -> None:
+        self.responses, self.raised, self.not_a_number, self.clipped = (int(n) for n in state)
+
     def note(self, kind: str, message: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
         if kind not in self.first:

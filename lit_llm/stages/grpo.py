@@ -463,6 +463,7 @@ class GRPOModule(Stage):
         checkpoint["grpo"] = {
             "generation_batches": self.generation_batches, "episodes": self.episodes,
             "buffer": self.buffer.state() if self.buffer is not None else None,
+            "reward_counts": [c.state() for c in self.rewards.counts] if self.rewards is not None else None,
         }  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -474,6 +475,9 @@ class GRPOModule(Stage):
             self.generation_batches, self.episodes = int(state["generation_batches"]), int(state["episodes"])
             if state["buffer"] is not None and self.buffer is not None:
                 self.buffer.load(state["buffer"])
+            if state.get("reward_counts") and self.rewards is not None:
+                for counts, saved in zip(self.rewards.counts, state["reward_counts"]):
+                    counts.load(saved)
 
 
 def check_options(hp: Any) -> None:

@@ -412,11 +412,8 @@ class PPOModule(Stage):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         FrozenReference.strip(checkpoint)
-        counts = self.reward_counts
-        checkpoint["ppo"] = {
-            "kl_coef": self.kl_coef, "episodes": self.episodes,
-            "reward_counts": [counts.responses, counts.raised, counts.not_a_number, counts.clipped],
-        }  # fmt: skip
+        checkpoint["ppo"] = {"kl_coef": self.kl_coef, "episodes": self.episodes,
+                             "reward_counts": self.reward_counts.state()}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -425,5 +422,4 @@ class PPOModule(Stage):
         state = checkpoint.get("ppo")
         if state:
             self.kl_coef, self.episodes = float(state["kl_coef"]), int(state["episodes"])
-            counts = self.reward_counts
-            counts.responses, counts.raised, counts.not_a_number, counts.clipped = state["reward_counts"]
+            self.reward_counts.load(state["reward_counts"])

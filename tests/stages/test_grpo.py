@@ -172,6 +172,7 @@ def test_resumed_run_matches_a_continuous_run_and_the_checkpoint_chains(base_che
     assert ckpt["lit_llm"]["stage"] == "grpo" and not any(k.startswith("reference.") for k in ckpt["state_dict"])
     resumed = run(ckpt_path=str(tmp_path / "ckpt" / "s2.ckpt"))
     assert resumed.episodes == continuous.episodes and resumed.generation_batches == continuous.generation_batches
+    assert resumed.rewards.counts[0].responses == continuous.rewards.counts[0].responses > 0
     for (name, a), b in zip(continuous.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     model, _ = load_model(tmp_path / "ckpt" / "s2.ckpt")

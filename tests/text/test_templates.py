@@ -18,6 +18,7 @@ from lit_llm.text.templates import (
     Alpaca,
     BoundaryError,
     Chat,
+    ChatML,
     Encoded,
     QA,
     PromptStyle,
@@ -421,13 +422,23 @@ def test_no_boundary_error_when_the_tokens_still_split(tok):
 
 
 def test_load_style_by_name_and_instance():
-    assert STYLES == {"alpaca": Alpaca, "chat": Chat, "qa": QA}
+    assert STYLES == {"alpaca": Alpaca, "chat": Chat, "chatml": ChatML, "qa": QA}
     assert type(load_style("alpaca")) is Alpaca
     assert type(load_style("chat")) is Chat
     style = Terse("Question: ")
     assert load_style(style) is style
     assert type(load_style({"class_path": "chat"})) is Chat
     assert type(load_style({"class_path": "lit_llm.text.templates.Alpaca", "init_args": None})) is Alpaca
+
+
+def test_chatml_renders_the_template_of_smollm2_and_qwen2_instruct_models():
+    """The parts of ChatML: each turn `<|im_start|>role\ncontent<|im_end|>\n`, then the assistant's opening."""
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    parts = ChatML().render(messages, add_generation_prompt=True)
+    text = "".join(parts)
+    assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert [p for p in parts if isinstance(p, Special)] == ["<|im_start|>", "<|im_end|>"] * 2 + ["<|im_start|>"]
+    assert ChatML.stop_tokens == ("<|im_end|>",)
 
 
 def test_load_style_from_class_path_in_this_module():
