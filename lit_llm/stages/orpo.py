@@ -10,14 +10,14 @@ import torch
 from lit_llm.errors import ConfigError
 from lit_llm.losses import next_token_loss, orpo_loss
 from lit_llm.stages.base import Stage
-from lit_llm.stages.pairs import SideOutputs, pair_step
+from lit_llm.stages.pairs import SideOutputs, evaluate_pairs, pair_step, train_on_pairs
 
 
 def orpo_losses(batch: dict[str, Any], out: SideOutputs, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """ORPO's loss on a pair batch and its own metrics (a `lit_llm.stages.pairs.PairLoss` once `beta` is bound).
 
-    The odds, the rewards and the returned `mean_logps/chosen|rejected` all use the per-token mean response
-    log-probs (`out.mean_logps`), as in the paper and in TRL's ORPOTrainer."""
+    The odds and the rewards use the per-token mean response log-probs (`out.mean_logps`), as in the paper and in
+    TRL's ORPOTrainer."""
     h = out.half
     chosen, rejected = out.mean_logps[:h], out.mean_logps[h:]
     nll = next_token_loss(out.logits[:h], batch["targets"][:h])
@@ -28,23 +28,15 @@ def orpo_losses(batch: dict[str, Any], out: SideOutputs, beta: float) -> tuple[t
         "log_odds_chosen": difference.mean(),
         "chosen_rewards": beta * chosen.detach(),
         "rejected_rewards": beta * rejected.detach(),
-        "mean_logps/chosen": chosen.detach().mean(),
-        "mean_logps/rejected": rejected.detach().mean(),
     }
 
 
 def orpo_pair_step(
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor], batch: dict[str, Any], beta: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The ORPO loss of a pair batch and the metrics ORPOModule logs (see its docstring).
-
-    `pairs.pair_step` logs `logps/chosen|rejected` as summed response log-probs (what TRL's DPOTrainer logs);
-    ORPO replaces them with the batch means of the per-token mean log-probs, what the names mean in TRL's
-    ORPOTrainer and what the odds ratio is computed on."""
-    loss, metrics = pair_step(model, batch, lambda b, out: orpo_losses(b, out, beta))
-    metrics["logps/chosen"] = metrics.pop("mean_logps/chosen")
-    metrics["logps/rejected"] = metrics.pop("mean_logps/rejected")
-    return loss, metrics
+    """The ORPO loss of a pair batch and the metrics ORPOModule logs (see its docstring): `logps/chosen|rejected`
+    are per-token mean log-probs, what the names mean in TRL's ORPOTrainer and what the odds ratio is computed on."""
+    return pair_step(model, batch, lambda b, out: orpo_losses(b, out, beta), mean_logps=True)
 
 
 class ORPOModule(Stage):
@@ -87,18 +79,14 @@ class ORPOModule(Stage):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.model(batch["input_ids"])
 
+    def _loss(self, batch: dict[str, Any], out: SideOutputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return orpo_losses(batch, out, self.hparams.beta)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        # As `pairs.train_on_pairs`, with ORPO's metrics.
-        loss, metrics = orpo_pair_step(self.model, batch, self.hparams.beta)
-        self.log_train_step(loss, metrics if self._logging_step() else None)
-        return loss
+        return train_on_pairs(self, batch, self._loss, mean_logps=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        # As `pairs.evaluate_pairs`, with ORPO's metrics: averaged over the pairs of the run, synced over ranks.
-        loss, metrics = orpo_pair_step(self.model, batch, self.hparams.beta)
-        prefix = "test" if self.trainer.testing else "val"
-        values = {f"{prefix}/loss": loss, **{f"{prefix}/{k}": v for k, v in metrics.items()}}
-        self.log_dict(values, batch_size=batch["input_ids"].size(0) // 2, sync_dist=True, prog_bar=False)
+        evaluate_pairs(self, batch, self._loss, mean_logps=True)
 
     test_step = validation_step
 

@@ -42,10 +42,13 @@ def side_outputs(logits: torch.Tensor, targets: torch.Tensor) -> SideOutputs:
 
 
 def pair_step(
-    model: torch.nn.Module, batch: dict[str, Any], loss_fn: PairLoss
+    model: torch.nn.Module, batch: dict[str, Any], loss_fn: PairLoss, mean_logps: bool = False
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The loss of a pair batch and its metrics: rewards/chosen|rejected|accuracies|margins, logps/..., logits/..."""
+    """The loss of a pair batch and its metrics: rewards/chosen|rejected|accuracies|margins, logps/..., logits/....
+    `logps/chosen|rejected` are the batch means of the summed response log-probs (TRL's DPOTrainer), or with
+    `mean_logps` of the per-token mean log-probs (TRL's ORPOTrainer)."""
     out = side_outputs(model(batch["input_ids"]), batch["targets"])
+    logps = out.mean_logps if mean_logps else out.logps
     loss, metrics = loss_fn(batch, out)
     h = out.half
     chosen_rewards, rejected_rewards = metrics.pop("chosen_rewards"), metrics.pop("rejected_rewards")
@@ -54,25 +57,25 @@ def pair_step(
         "rewards/rejected": rejected_rewards.mean(),
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
         "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
-        "logps/chosen": out.logps[:h].detach().mean(),
-        "logps/rejected": out.logps[h:].detach().mean(),
+        "logps/chosen": logps[:h].detach().mean(),
+        "logps/rejected": logps[h:].detach().mean(),
         "logits/chosen": out.mean_logits[:h].mean(),
         "logits/rejected": out.mean_logits[h:].mean(),
     })  # fmt: skip
     return loss, metrics
 
 
-def train_on_pairs(stage: Any, batch: dict[str, Any], loss_fn: PairLoss) -> torch.Tensor:
+def train_on_pairs(stage: Any, batch: dict[str, Any], loss_fn: PairLoss, mean_logps: bool = False) -> torch.Tensor:
     """A stage's training step on a pair batch: the loss, logged with its metrics under train/."""
-    loss, metrics = pair_step(stage.model, batch, loss_fn)
+    loss, metrics = pair_step(stage.model, batch, loss_fn, mean_logps)
     stage.log_train_step(loss, metrics if stage._logging_step() else None)
     return loss
 
 
-def evaluate_pairs(stage: Any, batch: dict[str, Any], loss_fn: PairLoss) -> None:
+def evaluate_pairs(stage: Any, batch: dict[str, Any], loss_fn: PairLoss, mean_logps: bool = False) -> None:
     """A stage's validation (or test) step on a pair batch: the loss and metrics, averaged over the pairs of the run
     and synced over ranks."""
-    loss, metrics = pair_step(stage.model, batch, loss_fn)
+    loss, metrics = pair_step(stage.model, batch, loss_fn, mean_logps)
     prefix = "test" if stage.trainer.testing else "val"
     pairs = batch["input_ids"].size(0) // 2
     values = {f"{prefix}/loss": loss, **{f"{prefix}/{k}": v for k, v in metrics.items()}}
