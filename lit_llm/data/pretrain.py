@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from lit_llm.data.connect import DataInfo, DataSpec
 from lit_llm.data.loading import ResumableDataLoader, world_of
 from lit_llm.prepare.run import PrepareConfig, prepare
-from lit_llm.prepare.shards import TokenFile, open_token_file
+from lit_llm.prepare.shards import ShardedTokens, TokenFile, open_token_files
 from lit_llm.text.tokenizer import Tokenizer
 from lit_llm.errors import ConfigError, DataError
 
@@ -92,6 +92,20 @@ class WindowSampler(DistributedSampler):
         return iter(mine[skip:].tolist())
 
 
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def token_paths(path: Path) -> list[Path]:
+    """The token files `path` names: itself, every .bin in it (a folder of shards), or those a glob matches
+    (data_dir/"train-*.bin"), in sorted order; [] when there are none."""
+    if path.is_dir():
+        return sorted(path.glob("*.bin"))
+    if _is_glob(path.name):
+        return sorted(p for p in path.parent.glob(path.name) if p.is_file())
+    return [path] if path.exists() else []
+
+
 class PretrainDataModule(LightningDataModule):
     """Next-token windows from `train.bin` / `val.bin` token files in `data_dir`.
 
@@ -100,8 +114,11 @@ class PretrainDataModule(LightningDataModule):
         block_size: tokens per training example (each window holds block_size + 1 tokens).
         batch_size: micro-batch size per process.
         sampling: "random" (shuffled windows, new grid offset each epoch) or "sequential".
-        train_file: token file for training, relative to data_dir.
-        val_file: token file for validation; when absent, `val_fraction` of the training tokens is held out.
+        train_file: token file for training, relative to data_dir; or a folder or glob of token shards
+            ("train-*.bin"), read in sorted order as one corpus (each shard's documents end with EOS, so nothing is
+            merged first).
+        val_file: token file (folder, glob) for validation; when absent, `val_fraction` of the training tokens is
+            held out.
         val_fraction: tail of the training tokens held out for validation when there is no val_file.
         vocab_size: vocabulary size; required only for raw token files without a sidecar (nanoGPT's).
         prepare: the data pipeline that writes the token files into data_dir (its output_dir is replaced
@@ -174,20 +191,22 @@ class PretrainDataModule(LightningDataModule):
             return
         hp = self.hparams
         train_path = self.data_dir / hp.train_file
-        if not train_path.exists():
+        train_paths = token_paths(train_path)
+        if not train_paths:
             hint = "" if hp.prepare else " (set data.prepare to build it from raw text, or run lit-llm prepare)"
+            if train_path.is_dir() or _is_glob(hp.train_file):
+                raise DataError(f"no token files (*.bin) match {train_path}{hint}")
             raise DataError(f"token file not found: {train_path}{hint}")
-        self.train = open_token_file(train_path, vocab_size=hp.vocab_size)
-        tokens = self.train.tokens
-        opened = [self.train]
-        val_path = self.data_dir / hp.val_file if hp.val_file else None
-        if val_path is not None and val_path.exists():
-            val = open_token_file(val_path, vocab_size=self.train.vocab_size)
-            opened.append(val)
-            self.val_tokens = val.tokens
+        opened, tokens = open_token_files(train_paths, vocab_size=hp.vocab_size)
+        self.train = opened[0]
+        val_paths = token_paths(self.data_dir / hp.val_file) if hp.val_file else []
+        if val_paths:
+            val_files, self.val_tokens = open_token_files(val_paths, vocab_size=self.train.vocab_size)
+            opened += val_files
         elif hp.val_fraction > 0:
             cut = int(len(tokens) * (1 - hp.val_fraction))
-            tokens, self.val_tokens = tokens[:cut], tokens[cut:]
+            tokens, self.val_tokens = tokens.split(cut) if isinstance(tokens, ShardedTokens) else (tokens[:cut],
+                                                                                                   tokens[cut:])
         self._check_tokenizer(opened)
         self.train_tokens = tokens
         needed = self.block_size + 1

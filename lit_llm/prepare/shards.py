@@ -1,9 +1,10 @@
 """Flat binary token files with a JSON sidecar, read through a memory map.
 
 `train.bin` holds token ids back to back (uint16 when the vocabulary fits, else uint32) with the
-EOS id between documents; `train.json` beside it records the format, the token count and the SHA-256 of the
+EOS id after every document; `train.json` beside it records the format, the token count and the SHA-256 of the
 tokenizer.json that made the ids, so a token file is never read with a tokenizer it was not made with.
-nanoGPT's raw `train.bin` (uint16, no sidecar) opens as-is when the vocabulary size is given.
+nanoGPT's raw `train.bin` (uint16, no sidecar) opens as-is when the vocabulary size is given. Several token files
+(shards, e.g. one per task of a distributed prepare) open as one corpus with `open_token_files`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -186,6 +188,70 @@ def open_token_file(path: str | Path, vocab_size: int | None = None) -> TokenFil
         raise DataError(f"{path}: token id {max_id} is beyond the vocabulary (vocab_size {vocab_size})")
     return TokenFile(path=path, tokens=tokens, vocab_size=vocab_size, num_bytes=num_bytes, tokenizer=tokenizer,
                      max_token_id=int(max_id))
+
+
+class ShardedTokens:
+    """Token shards read as one corpus, in order, without copying them: `len` is their total, `[a:b]` the tokens
+    a..b-1 across shard ends. Every document ends with EOS, so a window that crosses from one shard into the next
+    reads documents joined by EOS, as a window inside one file does."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = [p for p in parts if len(p)]
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError("ShardedTokens takes slices (windows) only")
+        start, stop, step = index.indices(len(self))
+        if step != 1:
+            raise ValueError("ShardedTokens slices have step 1")
+        out = []
+        i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        while start < stop:
+            begin = int(self.offsets[i])
+            piece = self.parts[i][start - begin : stop - begin]
+            out.append(piece)
+            start += len(piece)
+            i += 1
+        if not out:
+            return np.empty(0, dtype=self.dtype)
+        return np.asarray(out[0]) if len(out) == 1 else np.concatenate(out)
+
+    def split(self, cut: int) -> tuple[ShardedTokens, ShardedTokens]:
+        """The first `cut` tokens and the rest, as views of the same shards."""
+        head, tail = [], []
+        for part, begin in zip(self.parts, self.offsets[:-1]):
+            keep = max(0, min(len(part), cut - int(begin)))
+            if keep:
+                head.append(part[:keep])
+            if keep < len(part):
+                tail.append(part[keep:])
+        return ShardedTokens(head or [self.parts[0][:0]]), ShardedTokens(tail or [self.parts[0][:0]])
+
+
+def open_token_files(paths: list[Path], vocab_size: int | None = None) -> tuple[list[TokenFile], Any]:
+    """Open token shards as one corpus: (the files, their tokens: the memory map of a single file, else a
+    `ShardedTokens`). The shards must share dtype, vocabulary and tokenizer; DataError naming the first that
+    does not."""
+    if not paths:
+        raise DataError("no token files to open")
+    files = [open_token_file(paths[0], vocab_size)]
+    first = files[0]
+    for path in paths[1:]:
+        tf = open_token_file(path, vocab_size)
+        differs = [what for what, a, b in (("vocabulary size", tf.vocab_size, first.vocab_size),
+                                           ("dtype", tf.tokens.dtype, first.tokens.dtype),
+                                           ("tokenizer", tf.tokenizer, first.tokenizer)) if a != b]  # fmt: skip
+        if differs:
+            raise DataError(f"{path} differs from {first.path} in its {' and '.join(differs)}: shards of one corpus "
+                            "must come from one prepare run")  # fmt: skip
+        files.append(tf)
+    tokens = first.tokens if len(files) == 1 else ShardedTokens([f.tokens for f in files])
+    return files, tokens
 
 
 def _check_tokenizer_digest(path: Path, meta_path: Path, tokenizer: Path, recorded: str | None) -> None:

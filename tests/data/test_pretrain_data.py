@@ -273,3 +273,61 @@ def test_prepare_accepts_a_yaml_path(tmp_path):
     assert dm.prepare_config().dedup.near is False
     dm.prepare_data()
     assert open_token_file(tmp_path / "out" / "train.bin").vocab_size == 280
+
+
+# ---- token shards read as one corpus ------------------------------------------------------------------
+
+
+def test_sharded_tokens_read_windows_across_shard_ends_as_one_file(tmp_path):
+    from lit_llm.prepare.shards import ShardedTokens
+
+    parts = [np.arange(0, 7), np.arange(7, 8), np.arange(8, 30), np.arange(30, 41)]
+    tokens = ShardedTokens([p.astype(np.uint16) for p in parts])
+    assert len(tokens) == 41
+    for start in range(41):
+        for stop in range(start, 42):
+            assert tokens[start:stop].tolist() == list(range(start, min(stop, 41))), (start, stop)
+    head, tail = tokens.split(20)
+    assert (len(head), len(tail)) == (20, 21)
+    assert head[0:20].tolist() == list(range(20)) and tail[0:21].tolist() == list(range(20, 41))
+    assert tokens.split(0)[0][0:5].tolist() == [] and tokens.split(41)[1][0:5].tolist() == []
+
+
+@pytest.mark.parametrize("train_file", ["shards", "shards/train-*.bin"])
+def test_a_folder_of_token_shards_trains_like_the_one_file_holding_them(tmp_path, train_file):
+    """Three shards (as three prepare tasks write them) give the windows, batches, held-out tail and resume of one
+    file with the same tokens: no merge step."""
+    ids = (np.arange(3000) * 7) % 500
+    write_bin(tmp_path / "train.bin", ids, vocab_size=500)
+    (tmp_path / "shards").mkdir()
+    for i, (a, b) in enumerate([(0, 1234), (1234, 1235), (1235, 3000)]):
+        write_bin(tmp_path / "shards" / f"train-{i:05d}.bin", ids[a:b], vocab_size=500)
+    options = dict(block_size=16, batch_size=4, val_file=None, val_fraction=0.1, sampling="random", seed=3)
+    one = PretrainDataModule(data_dir=str(tmp_path), **options)
+    sharded = PretrainDataModule(data_dir=str(tmp_path), train_file=train_file, **options)
+    one.setup(), sharded.setup()
+    assert len(sharded.train_tokens) == len(one.train_tokens) == 2700
+    for a, b in zip(one.train_dataloader(), sharded.train_dataloader()):
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["targets"], b["targets"])
+    assert [b["input_ids"].tolist() for b in one.val_dataloader()] == [
+        b["input_ids"].tolist() for b in sharded.val_dataloader()
+    ]
+    loader = sharded.train_dataloader()
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    rest = [b["input_ids"] for b in it]
+    resumed = sharded.train_dataloader()
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(rest, [b["input_ids"] for b in resumed]))
+
+
+def test_shards_of_different_runs_or_none_at_all_are_refused(tmp_path):
+    (tmp_path / "shards").mkdir()
+    with pytest.raises(DataError, match=r"no token files \(\*\.bin\) match .*shards"):
+        PretrainDataModule(data_dir=str(tmp_path), train_file="shards", block_size=8, batch_size=2).setup()
+    write_bin(tmp_path / "shards" / "train-00000.bin", np.arange(100) % 50, vocab_size=50)
+    write_bin(tmp_path / "shards" / "train-00001.bin", np.arange(100) % 50, vocab_size=70000)  # uint32 ids
+    with pytest.raises(DataError, match=r"train-00001.bin differs from .*train-00000.bin in its vocabulary size and "
+                                        r"dtype"):  # fmt: skip
+        PretrainDataModule(data_dir=str(tmp_path), train_file="shards", block_size=8, batch_size=2).setup()
