@@ -172,7 +172,6 @@ class GRPOModule(Stage):
         self.sampler: RolloutSampler | None = None
         self.buffer: GroupBuffer | None = None
         self.validation = RolloutValidation(self.hparams.eval_generations, self.hparams.sample_generations)
-        self.validation_counts = RewardCounts()
         self.generation_batches = 0
         self.episodes = 0
         self._seconds = [0.0, 0.0]  # generating and scoring since the last update
@@ -239,8 +238,8 @@ class GRPOModule(Stage):
         generated = time.perf_counter()
         self._seconds[0] += generated - start
         groups = Groups(G, prompts, responses, ended)
-        for key, name in (("messages", "messages"), ("tasks", "tasks"), ("references", "references")):
-            setattr(groups, name, [value for value in batch[key] for _ in range(G)])
+        for key in ("messages", "tasks", "references"):
+            setattr(groups, key, [value for value in batch[key] for _ in range(G)])
         groups.texts = [self.tokenizer.decode(r) for r in responses]
         rollouts = Rollouts(groups.messages, groups.texts, prompts, responses, groups.references)
         groups.scores, groups.valid, groups.per_source = self.rewards.score(rollouts, self.hparams.reward_clip)
@@ -293,8 +292,14 @@ class GRPOModule(Stage):
         if hp.mask_truncated_completions:
             mask = mask & ended[:, None]
         self.model.eval()
-        if hp.num_iterations > 1 or hp.num_mini_batches > 1:  # else the policy is still the sampler: ratio 1
-            exp["old_logps"] = self._log_probs(self.model, exp)
+        # The sampler's log-probs: the old ones of the ratio when the policy moves before the last update (else
+        # the policy is still the sampler, ratio 1), and REINFORCE++'s side of the KL in the reward.
+        keeps_old = hp.num_iterations > 1 or hp.num_mini_batches > 1
+        kl_in_reward = self.kl_in_reward and self.reference is not None
+        if keeps_old or kl_in_reward:
+            sampler_logps = self._log_probs(self.model, exp)
+            if keeps_old:
+                exp["old_logps"] = sampler_logps
         if self.reference is not None:
             with self.reference.network() as reference:
                 exp["ref_logps"] = self._log_probs(reference, exp)
@@ -306,9 +311,8 @@ class GRPOModule(Stage):
         elif hp.advantage_estimator == "rloo":
             advantages = sequence_advantages_to_tokens(rloo_advantages(scores, G, scored), mask)
         else:
-            if self.reference is not None:
-                logps = exp["old_logps"] if "old_logps" in exp else self._log_probs(self.model, exp)
-                token_kl = kl_estimate(logps, exp["ref_logps"], "k1")
+            if kl_in_reward:
+                token_kl = kl_estimate(sampler_logps, exp["ref_logps"], "k1")
             else:
                 token_kl = torch.zeros_like(mask, dtype=torch.float32)
             baseline = G if hp.advantage_estimator == "reinforce_pp_baseline" else None
