@@ -48,6 +48,7 @@ from lit_llm.prepare import steps
 from lit_llm.prepare.clean import CleanConfig
 from lit_llm.prepare.dedup import DedupConfig
 from lit_llm.prepare.filters import FilterConfig
+from lit_llm.prepare.scale.config import ExecutorConfig
 from lit_llm.prepare.shards import file_digest, open_token_file, sidecar_path
 from lit_llm.prepare.sources import SourceStats, _is_builtin, _resolve, iter_documents
 from lit_llm.text.tokenizer import SPECIAL_TOKENS
@@ -110,8 +111,12 @@ class PrepareConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    # None: in this process. {type: local | slurm | ray, tasks, workers, ...}: on datatrove (lit_llm.prepare.scale)
+    executor: ExecutorConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.executor, dict):
+            self.executor = ExecutorConfig.from_dict(self.executor)
         if isinstance(self.sources, str) or not self.sources:
             raise ConfigError(f"prepare config: sources must be a non-empty list, got {self.sources!r}")
         if not 0.0 <= self.val_fraction <= 0.5:
@@ -133,6 +138,8 @@ class PrepareConfig:
         for key, sub in nested.items():
             if key in kwargs and not isinstance(kwargs[key], sub):
                 kwargs[key] = sub(**_checked(sub, kwargs[key] or {}, f"{where}: {key}"))
+        if kwargs.get("executor") is not None:
+            kwargs["executor"] = ExecutorConfig.from_dict(kwargs["executor"], where)
         return cls(**kwargs)
 
     @classmethod
@@ -166,11 +173,16 @@ def prepare(config: PrepareConfig, force: bool = False, progress: bool = True) -
 
     Returns the stats (also written to prepare_stats.json). Skips the work when `output_dir` already holds
     the whole outputs of the same config and inputs, unless `force`. Raises OutputError at once when another
-    run holds `output_dir` (or `cache_dir`).
+    run holds `output_dir` (or `cache_dir`). With `config.executor` the steps run on datatrove instead
+    (`lit_llm.prepare.scale`): token shards under train/ and val/, one per task.
     """
     out = Path(config.output_dir)
     cache = Path(config.cache_dir) if config.cache_dir else out / "cache"
     key = config_hash(config)
+    if config.executor is not None:
+        from lit_llm.prepare.scale.launch import run_on_executor
+
+        return run_on_executor(config, key, force=force)
     if not force and out.is_dir() and not os.access(out, os.W_OK):
         # A read-only folder may hold finished outputs (a shared, prepared data set): reading them needs no lock.
         # If it does not, taking the lock below says the folder cannot be written.
@@ -407,7 +419,7 @@ def config_hash(config: PrepareConfig) -> str:
     """Hash of everything that determines the outputs: the config (less where things are written and how
     many processes run) and the input files' sizes and modification times."""
     data = config.to_dict()
-    for irrelevant in ("output_dir", "cache_dir", "num_proc", "batch_size"):
+    for irrelevant in ("output_dir", "cache_dir", "num_proc", "batch_size", "executor"):
         data.pop(irrelevant)
     tokenizer_file = config.tokenizer.path
     inputs = _input_fingerprint(config.sources)

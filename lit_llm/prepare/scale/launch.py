@@ -1,0 +1,199 @@
+"""Run a data config on a datatrove executor: five stages chained with `depends`, each a datatrove executor with
+its logging_dir under output_dir/logs/<stage> (completion markers: a relaunch runs only unfinished tasks).
+
+    process  (tasks)        read, clean, quality rules, dedup signatures        lit_llm.prepare.scale.process
+    buckets  (dedup_tasks)  per hash column, the documents sharing a hash      lit_llm.prepare.scale.dedup
+    plan     (1)            exact and near-duplicate clusters, val split, BPE  lit_llm.prepare.scale.dedup/output
+    tokenize (tasks)        rejected documents, one token shard per task       lit_llm.prepare.scale.output
+    finalize (1)            prepare_stats.json merged from every task           lit_llm.prepare.scale.finalize
+
+Local and Ray runs block until the end and return the stats; a Slurm run submits the five array jobs (each
+waiting on the one before through sbatch's afterok) and returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import Any
+
+from lit_llm.atomic import FolderLock, OutputError
+from lit_llm.errors import ConfigError, DataError
+from lit_llm.prepare.scale.config import ExecutorConfig, require_packages
+from lit_llm.prepare.scale.layout import STAGES, Layout, load_json, plan_pieces, save_json
+
+log = logging.getLogger(__name__)
+
+
+def executor_fingerprint(config_hash: str, executor: ExecutorConfig) -> str:
+    """What a run's task files depend on: the config's hash and how the input is split (tasks, dedup tasks)."""
+    from lit_llm.prepare import steps
+
+    return steps.fingerprint(config_hash, executor.tasks, _dedup_tasks(executor, None))
+
+
+def _dedup_tasks(executor: ExecutorConfig, n_columns: int | None) -> int:
+    if executor.dedup_tasks is not None:
+        return executor.dedup_tasks
+    return executor.tasks if n_columns is None else max(1, min(executor.tasks, n_columns))
+
+
+def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, Any]:
+    """Prepare `config` (a PrepareConfig with an executor block) on its executor; returns the stats (for Slurm,
+    what was submitted)."""
+    executor = config.executor
+    require_packages(executor.type)
+    layout = Layout(config.output_dir)
+    layout.out.mkdir(parents=True, exist_ok=True)
+    key = executor_fingerprint(config_hash, executor)
+    lock = FolderLock(layout.out, "lit-llm prepare") if executor.type != "slurm" else None
+    if lock is not None:
+        lock.__enter__()
+    try:
+        if not force:
+            done = _up_to_date(layout, config_hash, key)
+            if done is not None:
+                return done
+        _claim(layout, key, force)
+        stages = build_stages(config, layout, config_hash, key)
+        if executor.type == "slurm":
+            stages[-1].run()  # launches every stage through its depends chain
+            return {"submitted": True, "executor": "slurm", "job_ids": {n: s.job_id for n, s in zip(STAGES, stages)},
+                    "logging_dir": str(layout.out / "logs")}
+        for name, stage in zip(STAGES, stages):
+            _run_stage(name, stage, layout)
+        return load_json(layout.out / "prepare_stats.json")
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def _run_stage(name: str, stage, layout: Layout) -> None:
+    try:
+        stage.run()
+    except Exception as exc:
+        failed = stage.get_incomplete_ranks(skip_completed=True)
+        raise DataError(
+            f"the {name} stage failed ({len(failed)} of {stage.world_size} task(s) unfinished: {failed[:8]}): {exc}; "
+            f"finished tasks are kept ({layout.logs(name)}/completions); fix the cause and rerun the same command: "
+            "only unfinished tasks run"
+        ) from exc
+    failed = stage.get_incomplete_ranks(skip_completed=True)
+    if failed:
+        raise DataError(f"the {name} stage ended with {len(failed)} unfinished task(s) {failed[:8]}; their logs are "
+                        f"in {layout.logs(name)}/logs; rerun the same command to run only those")
+
+
+def _up_to_date(layout: Layout, config_hash: str, key: str) -> dict[str, Any] | None:
+    try:
+        stats = load_json(layout.out / "prepare_stats.json")
+    except (OSError, ValueError):
+        return None
+    if stats.get("config_hash") != config_hash or stats.get("executor_fingerprint") != key:
+        return None
+    for split, shards in stats.get("shards", {}).items():
+        for shard in shards:
+            if not (layout.out / shard["file"]).is_file():
+                return None
+    return {**stats, "up_to_date": True}
+
+
+def _claim(layout: Layout, key: str, force: bool) -> None:
+    """Refuse an output folder whose task files or token files come from another config (naming the file and both
+    fingerprints), unless `force`, which clears them; then record this run's fingerprint."""
+    from lit_llm.prepare.run import STATS_FILE
+
+    theirs = None
+    if layout.fingerprint.is_file():
+        theirs = (layout.fingerprint, load_json(layout.fingerprint).get("fingerprint"))
+    elif (layout.out / STATS_FILE).is_file() and _has_token_files(layout):
+        stats = load_json(layout.out / STATS_FILE)
+        theirs = (layout.out / STATS_FILE, stats.get("executor_fingerprint") or stats.get("config_hash"))
+    elif _has_token_files(layout):
+        theirs = (next(iter(_token_files(layout))), None)
+    if theirs is not None and theirs[1] != key:
+        if not force:
+            what = f"fingerprint {theirs[1]}" if theirs[1] else "no fingerprint"
+            raise OutputError(
+                f"{layout.out} holds the outputs of another config: {theirs[0]} has {what}, this config's is {key}; "
+                "choose another output_dir, or rerun with --force to replace them"
+            )
+        for folder in (layout.work, layout.out / "logs"):
+            shutil.rmtree(folder, ignore_errors=True)
+    elif force:
+        shutil.rmtree(layout.out / "logs", ignore_errors=True)
+        shutil.rmtree(layout.work, ignore_errors=True)
+    save_json(layout.fingerprint, {"fingerprint": key})
+
+
+def _token_files(layout: Layout):
+    yield from (p for p in (layout.out / "train.bin", layout.out / "val.bin") if p.is_file())
+    for split in ("train", "val"):
+        yield from sorted((layout.out / split).glob("*.bin"))
+
+
+def _has_token_files(layout: Layout) -> bool:
+    return next(iter(_token_files(layout)), None) is not None
+
+
+def build_stages(config, layout: Layout, config_hash: str, key: str) -> list:
+    """The five executors, each depending on the one before."""
+    from dataclasses import asdict
+
+    from lit_llm.prepare import steps
+    from lit_llm.prepare.scale import dedup, finalize, output, process
+
+    ex = config.executor
+    tasks = ex.tasks
+    n_columns = len(dedup.columns(config.dedup))
+    pieces = plan_pieces(config.sources, tasks)
+    if config.max_documents is not None:
+        raise ConfigError("prepare config: max_documents caps one reader and has no meaning across an executor's "
+                          "tasks; cap the sources themselves (builtin:N, fewer files) or drop the executor block")
+    filter_rejects = process.rejected_writer(layout.filter_rejected, "filter") if config.write_rejected else None
+    dedup_rejects = process.rejected_writer(layout.staged / "rejected", "dedup") if config.write_rejected else None
+    extra = {"config_hash": config_hash, "executor_fingerprint": key, "pipeline_version": steps.PIPELINE_VERSION,
+             "config": config.to_dict(), "rejected_file": "rejected/" if config.write_rejected else None,
+             "executor": ex.to_dict()}
+    pipelines = [
+        [process.ReadPieces(pieces, layout, config.text_field, config.txt_mode, config.strict, config.streaming),
+         process.CleanText(config.clean, config.filters),
+         process.QualityFilter(config.filters, exclusion_writer=filter_rejects),
+         process.WriteSignatures(config.dedup, layout)],
+        [dedup.FindBuckets(config.dedup, layout, tasks)],
+        [dedup.PlanDedup(config.dedup, layout, tasks, config.val_fraction),
+         output.TrainTokenizer(layout, tasks, asdict(config.tokenizer))],
+        [output.PlannedDocuments(layout, config.write_rejected),
+         output.RemoveDuplicates(exclusion_writer=dedup_rejects),
+         output.WriteTokenShards(layout)],
+        [finalize.Finalize(layout, tasks, extra)],
+    ]
+    counts = [tasks, _dedup_tasks(ex, n_columns) if n_columns else 1, 1, tasks, 1]
+    stages, previous = [], None
+    for name, pipeline, n in zip(STAGES, pipelines, counts):
+        previous = _executor(ex, name, pipeline, n, layout, previous)
+        stages.append(previous)
+    return stages
+
+
+def _executor(ex: ExecutorConfig, name: str, pipeline: list, tasks: int, layout: Layout, depends):
+    logging_dir = str(layout.logs(name))
+    workers = min(ex.workers if ex.workers != -1 else tasks, tasks)
+    if ex.type == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir,
+                                     depends=depends, start_method="fork")
+    if ex.type == "ray":
+        from datatrove.executor.ray import RayPipelineExecutor
+
+        return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, depends=depends,
+                                   cpus_per_task=ex.cpus_per_task, mem_per_cpu_gb=ex.mem_per_cpu_gb)
+    from datatrove.executor.slurm import SlurmPipelineExecutor
+
+    return SlurmPipelineExecutor(
+        pipeline, tasks=tasks, workers=ex.workers, logging_dir=logging_dir, depends=depends,
+        time=ex.time, partition=ex.partition, cpus_per_task=ex.cpus_per_task, mem_per_cpu_gb=int(ex.mem_per_cpu_gb),
+        job_name=f"{ex.job_name}-{name}", qos=ex.qos or "normal", venv_path=ex.venv_path, env_command=ex.env_command,
+        sbatch_args=ex.sbatch_args, slurm_logs_folder=str(layout.out / "logs" / "slurm" / name),
+    )
