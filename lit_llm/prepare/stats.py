@@ -56,8 +56,9 @@ def format_table(stats: dict[str, Any]) -> str:
             lines.append(f"  {'non-UTF-8 docs kept, bytes replaced (U+FFFD)':<46}{s['decode_replacements']:>10,}")
     for name, meta in stats["splits"].items():
         bpt = meta["num_bytes"] / meta["num_tokens"] if meta["num_tokens"] else 0.0
+        label = f"{name}/ ({meta['shards']} shards)" if "shards" in meta else f"{name}.bin"
         lines.append(
-            f"{name + '.bin':<26}{meta.get('num_documents', 0):>11,} docs {meta['num_tokens']:>12,} tokens "
+            f"{label:<26}{meta.get('num_documents', 0):>11,} docs {meta['num_tokens']:>12,} tokens "
             f"{meta['num_bytes'] / 1e6:>8.2f} MB {bpt:>6.2f} bytes/token"
         )
     lines.append(

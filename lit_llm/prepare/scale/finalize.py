@@ -19,6 +19,8 @@ from lit_llm.prepare.sources import SourceStats
 
 STATS_FILE = "prepare_stats.json"
 OUTPUTS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "train", "val", "rejected")
+# The in-process path's files, which would otherwise sit beside the shards of a --force rerun on its folder.
+IN_PROCESS_OUTPUTS = ("train.bin", "train.json", "val.bin", "val.json", "rejected.jsonl")
 
 
 def block_stats(folder: Path) -> dict[str, dict[str, Any]]:
@@ -115,6 +117,8 @@ def commit(layout: Layout, stats: dict[str, Any]) -> None:
     out = layout.out
     (out / STATS_FILE).unlink(missing_ok=True)
     fsync_dir(out)
+    for name in IN_PROCESS_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
     for name in OUTPUTS:
         src = layout.staged / name
         if src.exists():

@@ -15,27 +15,52 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from lit_llm.atomic import FolderLock, OutputError
 from lit_llm.errors import ConfigError, DataError
 from lit_llm.prepare.scale.config import ExecutorConfig, require_packages
-from lit_llm.prepare.scale.layout import STAGES, Layout, load_json, plan_pieces, save_json
+from lit_llm.prepare.scale.layout import STAGES, Layout, Piece, load_json, plan_pieces, save_json
 
 log = logging.getLogger(__name__)
 
 
-def executor_fingerprint(config_hash: str, executor: ExecutorConfig) -> str:
-    """What a run's task files depend on: the config's hash and how the input is split (tasks, dedup tasks)."""
+def executor_fingerprint(config, executor: ExecutorConfig) -> str:
+    """What a run's task files depend on besides the input files: the options (as in the config hash, less the
+    inputs, which `_invalidate_changed_inputs` follows task by task) and how the work is split."""
     from lit_llm.prepare import steps
+    from lit_llm.prepare.run import _file_digest
 
-    return steps.fingerprint(config_hash, executor.tasks, _dedup_tasks(executor, None))
+    data = config.to_dict()
+    for irrelevant in ("output_dir", "cache_dir", "num_proc", "batch_size", "executor"):
+        data.pop(irrelevant)
+    return steps.fingerprint(data, _file_digest(config.tokenizer.path), steps.PIPELINE_VERSION, executor.tasks,
+                             executor.dedup_tasks)
 
 
-def _dedup_tasks(executor: ExecutorConfig, n_columns: int | None) -> int:
-    if executor.dedup_tasks is not None:
-        return executor.dedup_tasks
-    return executor.tasks if n_columns is None else max(1, min(executor.tasks, n_columns))
+def task_inputs(pieces: list[list[Piece]]) -> list[list]:
+    """Per process task, what its input is: (path, size, mtime) of each file, the built-in range with a digest of
+    the generator, an hf: source by name."""
+    from lit_llm.prepare.corpus import generator_digest
+
+    out = []
+    for task in pieces:
+        mine = []
+        for piece in task:
+            if piece.path is not None:
+                st = Path(piece.path).stat()
+                mine.append([piece.path, st.st_size, st.st_mtime_ns])
+            elif piece.start is not None:
+                mine.append([piece.source, piece.start, piece.stop, generator_digest()])
+            else:
+                mine.append([piece.source])
+        out.append(mine)
+    return out
+
+
+def _dedup_tasks(executor: ExecutorConfig, n_columns: int) -> int:
+    return max(1, min(executor.dedup_tasks or executor.tasks, n_columns))
 
 
 def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, Any]:
@@ -45,7 +70,8 @@ def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, 
     require_packages(executor.type)
     layout = Layout(config.output_dir)
     layout.out.mkdir(parents=True, exist_ok=True)
-    key = executor_fingerprint(config_hash, executor)
+    key = executor_fingerprint(config, executor)
+    pieces = plan_pieces(config.sources, executor.tasks)
     lock = FolderLock(layout.out, "lit-llm prepare") if executor.type != "slurm" else None
     if lock is not None:
         lock.__enter__()
@@ -55,7 +81,8 @@ def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, 
             if done is not None:
                 return done
         _claim(layout, key, force)
-        stages = build_stages(config, layout, config_hash, key)
+        _invalidate_changed_inputs(layout, task_inputs(pieces))
+        stages = build_stages(config, pieces, layout, config_hash, key)
         if executor.type == "slurm":
             stages[-1].run()  # launches every stage through its depends chain
             return {"submitted": True, "executor": "slurm", "job_ids": {n: s.job_id for n, s in zip(STAGES, stages)},
@@ -69,19 +96,24 @@ def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, 
 
 
 def _run_stage(name: str, stage, layout: Layout) -> None:
+    from lit_llm.prepare.scale.executors import task_error
+
+    shutil.rmtree(layout.logs(name) / "errors", ignore_errors=True)
+    error = None
     try:
         stage.run()
-    except Exception as exc:
-        failed = stage.get_incomplete_ranks(skip_completed=True)
-        raise DataError(
-            f"the {name} stage failed ({len(failed)} of {stage.world_size} task(s) unfinished: {failed[:8]}): {exc}; "
-            f"finished tasks are kept ({layout.logs(name)}/completions); fix the cause and rerun the same command: "
-            "only unfinished tasks run"
-        ) from exc
+    except Exception as exc:  # Ray's executor, or a failure outside the tasks
+        error = exc
     failed = stage.get_incomplete_ranks(skip_completed=True)
-    if failed:
-        raise DataError(f"the {name} stage ended with {len(failed)} unfinished task(s) {failed[:8]}; their logs are "
-                        f"in {layout.logs(name)}/logs; rerun the same command to run only those")
+    if error is None and not failed:
+        return
+    cause = error if error is not None else next(filter(None, (task_error(layout.logs(name), r) for r in failed)),
+                                                    "see the task logs")
+    raise DataError(
+        f"the {name} stage failed ({len(failed)} of {stage.world_size} task(s) unfinished: {failed[:8]}): {cause}; "
+        f"finished tasks are kept ({layout.logs(name)}/completions, logs in {layout.logs(name)}/logs); fix the "
+        "cause and rerun the same command: only unfinished tasks run"
+    ) from error
 
 
 def _up_to_date(layout: Layout, config_hash: str, key: str) -> dict[str, Any] | None:
@@ -136,17 +168,33 @@ def _has_token_files(layout: Layout) -> bool:
     return next(iter(_token_files(layout)), None) is not None
 
 
-def build_stages(config, layout: Layout, config_hash: str, key: str) -> list:
+def _invalidate_changed_inputs(layout: Layout, inputs: list[list]) -> None:
+    """A process task whose input files changed since its run runs again (its completion marker is removed), and
+    then every later stage does too; unchanged finished tasks stay skipped."""
+    path = layout.work / "inputs.json"
+    before = load_json(path) if path.is_file() else None
+    completions = layout.logs("process") / "completions"
+    changed = [r for r in range(len(inputs)) if before is None or len(before) != len(inputs) or before[r] != inputs[r]]
+    for r in changed:
+        (completions / f"{r:05d}").unlink(missing_ok=True)
+    if any(not (completions / f"{r:05d}").is_file() for r in range(len(inputs))):
+        for stage in STAGES[1:]:
+            shutil.rmtree(layout.logs(stage) / "completions", ignore_errors=True)
+    if changed:
+        log.info("input of %d process task(s) is new or changed: %s", len(changed), changed[:8])
+    save_json(path, inputs)
+
+
+def build_stages(config, pieces: list[list[Piece]], layout: Layout, config_hash: str, key: str) -> list:
     """The five executors, each depending on the one before."""
     from dataclasses import asdict
 
     from lit_llm.prepare import steps
-    from lit_llm.prepare.scale import dedup, finalize, output, process
+    from lit_llm.prepare.scale import dedup, executors, finalize, output, process
 
     ex = config.executor
     tasks = ex.tasks
     n_columns = len(dedup.columns(config.dedup))
-    pieces = plan_pieces(config.sources, tasks)
     if config.max_documents is not None:
         raise ConfigError("prepare config: max_documents caps one reader and has no meaning across an executor's "
                           "tasks; cap the sources themselves (builtin:N, fewer files) or drop the executor block")
@@ -171,29 +219,6 @@ def build_stages(config, layout: Layout, config_hash: str, key: str) -> list:
     counts = [tasks, _dedup_tasks(ex, n_columns) if n_columns else 1, 1, tasks, 1]
     stages, previous = [], None
     for name, pipeline, n in zip(STAGES, pipelines, counts):
-        previous = _executor(ex, name, pipeline, n, layout, previous)
+        previous = executors.build(ex, pipeline, n, str(layout.logs(name)), name, previous)
         stages.append(previous)
     return stages
-
-
-def _executor(ex: ExecutorConfig, name: str, pipeline: list, tasks: int, layout: Layout, depends):
-    logging_dir = str(layout.logs(name))
-    workers = min(ex.workers if ex.workers != -1 else tasks, tasks)
-    if ex.type == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir,
-                                     depends=depends, start_method="fork")
-    if ex.type == "ray":
-        from datatrove.executor.ray import RayPipelineExecutor
-
-        return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, depends=depends,
-                                   cpus_per_task=ex.cpus_per_task, mem_per_cpu_gb=ex.mem_per_cpu_gb)
-    from datatrove.executor.slurm import SlurmPipelineExecutor
-
-    return SlurmPipelineExecutor(
-        pipeline, tasks=tasks, workers=ex.workers, logging_dir=logging_dir, depends=depends,
-        time=ex.time, partition=ex.partition, cpus_per_task=ex.cpus_per_task, mem_per_cpu_gb=int(ex.mem_per_cpu_gb),
-        job_name=f"{ex.job_name}-{name}", qos=ex.qos or "normal", venv_path=ex.venv_path, env_command=ex.env_command,
-        sbatch_args=ex.sbatch_args, slurm_logs_folder=str(layout.out / "logs" / "slurm" / name),
-    )
