@@ -35,6 +35,7 @@ import logging
 import os
 import random
 import sys
+import shutil
 import tempfile
 import time
 import warnings
@@ -152,20 +153,27 @@ class Corpus:
             return "<div>" + "".join(f"<p>{p}</p>" for p in paragraphs) + "</div> &copy; 2024"
         return "\n\n".join(paragraphs)
 
-    def write_jsonl(self, path: Path) -> int:
-        with open(path, "w") as f:
-            for t in self.texts:
-                f.write(json.dumps({"text": t}) + "\n")
-        return path.stat().st_size
+    def write_jsonl(self, folder: Path, files: int = 8) -> int:
+        """The corpus as `files` JSON Lines files in order (datatrove's tasks split input by file)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        cuts = np.linspace(0, len(self.texts), files + 1).round().astype(int)
+        for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+            with open(folder / f"part-{k:03d}.jsonl", "w") as f:
+                for t in self.texts[a:b]:
+                    f.write(json.dumps({"text": t}) + "\n")
+        return sum(p.stat().st_size for p in folder.glob("*.jsonl"))
 
 
-def dedup_quality(corpus: Corpus, rejected: Path) -> dict:
+def dedup_quality(corpus: Corpus, out: Path) -> dict:
+    """Near-dup recall and precision from an output folder's rejected.jsonl (in-process) or rejected/*.jsonl."""
     removed = {}
-    with open(rejected) as f:
-        for line in f:
-            r = json.loads(line)
-            if r["stage"] == "near_dedup":
-                removed[r["id"]] = r["duplicate_of"]
+    files = [out / "rejected.jsonl"] if (out / "rejected.jsonl").is_file() else sorted(out.glob("rejected/*.jsonl"))
+    for path in files:
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                if r["stage"] == "near_dedup":
+                    removed[r["id"]] = r["duplicate_of"]
     group = corpus.group
     planted = corpus.near_rate
     found = {i for i, kept in removed.items() if i in planted and group[kept] == group[i]}
@@ -186,19 +194,46 @@ def dedup_quality(corpus: Corpus, rejected: Path) -> dict:
 def run(n: int, args, work: Path, threshold: float, label: str, tokenizer: str | None = None):
     t0 = time.perf_counter()
     corpus = Corpus(n, seed=args.seed)
-    src = work / f"{label}.jsonl"
-    size = corpus.write_jsonl(src)
+    size = corpus.write_jsonl(work / label)
     print(f"[{label}] generated {n:,} documents, {size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s", flush=True)
-    config = PrepareConfig(
-        sources=[str(src)], output_dir=str(work / f"out-{label}"), num_proc=args.num_proc, val_fraction=0.0,
-        dedup=DedupConfig(threshold=threshold),
+    config = _config(args, work, label, threshold, tokenizer)
+    stats = prepare(config, progress=False)
+    quality = dedup_quality(corpus, work / f"out-{label}")
+    return stats, quality, corpus
+
+
+def _config(args, work: Path, label: str, threshold: float, tokenizer: str | None, executor: dict | None = None,
+            out: str | None = None) -> PrepareConfig:
+    return PrepareConfig(
+        sources=[str(work / label)], output_dir=str(work / (out or f"out-{label}")), num_proc=args.num_proc,
+        val_fraction=0.0, dedup=DedupConfig(threshold=threshold),
         # Tokenizer training is measured on its own below; here a small vocabulary keeps the run short, and the
         # 2N run reuses the N run's tokenizer.
-        tokenizer=TokenizerConfig(vocab_size=1024, path=tokenizer),
+        tokenizer=TokenizerConfig(vocab_size=1024, path=tokenizer), executor=executor,
     )
-    stats = prepare(config, progress=False)
-    quality = dedup_quality(corpus, work / f"out-{label}" / "rejected.jsonl")
-    return stats, quality, corpus
+
+
+def engines(n: int, args, work: Path, label: str, corpus: Corpus, tokenizer: str) -> dict:
+    """Whole `prepare` wall clock (read to token files, the same tokenizer given to both) in process and on
+    datatrove's local executor, alternated A B A B; medians, and both runs' planted-duplicate quality."""
+    executor = {"type": "local", "tasks": 2 * args.num_proc, "workers": args.num_proc}
+    times: dict[str, list[float]] = {"in-process": [], "datatrove-local": []}
+    quality = {}
+    for rep in range(args.repeats):
+        for name, ex in (("in-process", None), ("datatrove-local", executor)):
+            out = f"time-{label}-{name}-{rep}"
+            config = _config(args, work, label, args.threshold, tokenizer, ex, out)
+            t0 = time.perf_counter()
+            prepare(config, progress=False)
+            times[name].append(time.perf_counter() - t0)
+            quality[name] = dedup_quality(corpus, work / out)
+            shutil.rmtree(work / out)
+    seconds = {name: float(np.median(t)) for name, t in times.items()}
+    for name in times:
+        q = quality[name]
+        print(f"[{label}] {name:<16} {n / seconds[name]:>9,.0f} docs/s (median of {', '.join(f'{t:.1f}' for t in times[name])} s); "
+              f"near-dup recall {q['recall']:.4f} precision {q['precision']:.4f}", flush=True)
+    return {"seconds": seconds, "quality": quality}
 
 
 def pass_seconds(stats: dict) -> float:
@@ -213,6 +248,7 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=os.cpu_count())
     parser.add_argument("--tokenizer-mb", type=float, default=20.0, help="MB of kept text to train/encode on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per engine and size, alternated")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -233,15 +269,26 @@ def main() -> None:
         # The same corpus at the common 0.8 threshold, only re-deduplicated (cleaning and filtering are cached).
         cfg = PrepareConfig.from_dict(stats_n["config"])
         prepare(replace(cfg, dedup=DedupConfig(threshold=0.8)), progress=False)
-        q08 = dedup_quality(corpus, Path(cfg.output_dir) / "rejected.jsonl")
+        q08 = dedup_quality(corpus, Path(cfg.output_dir))
         print(f"[N] at threshold 0.8: recall {q08['recall']:.4f}, precision {q08['precision']:.4f}; by edit rate: "
               + ", ".join(f"{k}: {v:.3f}" for k, v in q08["recall_by_rate"].items()))
 
         kept_texts = _kept_texts(work / "out-N", stats_n, args.tokenizer_mb)
+        tokenizer = str(work / "out-N" / "tokenizer.json")
+        side_n = engines(n, args, work, "N", corpus, tokenizer)
         del corpus
-        stats_2n, _, corpus2 = run(2 * n, args, work, args.threshold, "2N", str(work / "out-N" / "tokenizer.json"))
+        stats_2n, _, corpus2 = run(2 * n, args, work, args.threshold, "2N", tokenizer)
+        side_2n = engines(2 * n, args, work, "2N", corpus2, tokenizer)
         del corpus2
         t_2n = pass_seconds(stats_2n)
+        print(f"{'engine':<18}{'docs/s N':>10}{'docs/s 2N':>11}{'2N/N time':>11}{'recall':>8}{'precision':>10}")
+        for name in side_n["seconds"]:
+            a, b = side_n["seconds"][name], side_2n["seconds"][name]
+            q = side_2n["quality"][name]
+            print(f"{name:<18}{n / a:>10,.0f}{2 * n / b:>11,.0f}{b / a:>11.2f}{q['recall']:>8.4f}{q['precision']:>10.4f}")
+        local_vs = side_n["seconds"]["in-process"] / side_n["seconds"]["datatrove-local"]
+        local_vs_2n = side_2n["seconds"]["in-process"] / side_2n["seconds"]["datatrove-local"]
+        local_ratio = side_2n["seconds"]["datatrove-local"] / side_n["seconds"]["datatrove-local"]
         print(f"clean+filter+dedup: {n:,} docs in {t_n:.1f} s = {n / t_n:,.0f} docs/s; "
               f"{2 * n:,} docs in {t_2n:.1f} s = {2 * n / t_2n:,.0f} docs/s; time ratio 2N/N {t_2n / t_n:.2f}")
 
@@ -258,6 +305,7 @@ def main() -> None:
     print(
         f"headline: near-dup recall {quality['recall']:.3f} precision {quality['precision']:.3f}; "
         f"clean+filter+dedup {n / t_n:,.0f} docs/s ({args.num_proc} procs), 2N/N time {t_2n / t_n:.2f}; "
+        f"datatrove-local/in-process docs/s {local_vs:.2f} (N) {local_vs_2n:.2f} (2N), its 2N/N time {local_ratio:.2f}; "
         f"tokenizer training ours/direct {train.get('ratio', float('nan')):.3f}; encoding "
         f"{enc.get('ours_mb_s', enc.get('mb_s', float('nan'))):.1f} MB/s"
     )

@@ -14,10 +14,9 @@ from datatrove.pipeline.base import PipelineStep
 from lit_llm.atomic import atomic_write_text, fsync_dir
 from lit_llm.errors import DataError
 from lit_llm.prepare import stats as report
-from lit_llm.prepare.scale.layout import Layout, load_json, replace_into
+from lit_llm.prepare.scale.layout import STATS_FILE, Layout, load_json, replace_into
 from lit_llm.prepare.sources import SourceStats
 
-STATS_FILE = "prepare_stats.json"
 OUTPUTS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "train", "val", "rejected")
 # The in-process path's files, which would otherwise sit beside the shards of a --force rerun on its folder.
 IN_PROCESS_OUTPUTS = ("train.bin", "train.json", "val.bin", "val.json", "rejected.jsonl")

@@ -21,7 +21,7 @@ from typing import Any
 from lit_llm.atomic import FolderLock, OutputError
 from lit_llm.errors import ConfigError, DataError
 from lit_llm.prepare.scale.config import ExecutorConfig, require_packages
-from lit_llm.prepare.scale.layout import STAGES, Layout, Piece, load_json, plan_pieces, save_json
+from lit_llm.prepare.scale.layout import STAGES, STATS_FILE, Layout, Piece, load_json, plan_pieces, save_json
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,15 @@ def executor_fingerprint(config, executor: ExecutorConfig) -> str:
     """What a run's task files depend on besides the input files: the options (as in the config hash, less the
     inputs, which `_invalidate_changed_inputs` follows task by task) and how the work is split."""
     from lit_llm.prepare import steps
-    from lit_llm.prepare.run import _file_digest
+    from lit_llm.prepare.shards import file_digest
 
+    tokenizer = Path(config.tokenizer.path) if config.tokenizer.path else None
+    if tokenizer is not None and tokenizer.is_dir():
+        tokenizer = tokenizer / "tokenizer.json"
     data = config.to_dict()
     for irrelevant in ("output_dir", "cache_dir", "num_proc", "batch_size", "executor"):
         data.pop(irrelevant)
-    return steps.fingerprint(data, _file_digest(config.tokenizer.path), steps.PIPELINE_VERSION, executor.tasks,
+    return steps.fingerprint(data, file_digest(tokenizer) if tokenizer else None, steps.PIPELINE_VERSION, executor.tasks,
                              executor.dedup_tasks)
 
 
@@ -89,7 +92,7 @@ def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, 
                     "logging_dir": str(layout.out / "logs")}
         for name, stage in zip(STAGES, stages):
             _run_stage(name, stage, layout)
-        return load_json(layout.out / "prepare_stats.json")
+        return load_json(layout.out / STATS_FILE)
     finally:
         if lock is not None:
             lock.__exit__(None, None, None)
@@ -118,7 +121,7 @@ def _run_stage(name: str, stage, layout: Layout) -> None:
 
 def _up_to_date(layout: Layout, config_hash: str, key: str) -> dict[str, Any] | None:
     try:
-        stats = load_json(layout.out / "prepare_stats.json")
+        stats = load_json(layout.out / STATS_FILE)
     except (OSError, ValueError):
         return None
     if stats.get("config_hash") != config_hash or stats.get("executor_fingerprint") != key:
@@ -133,8 +136,6 @@ def _up_to_date(layout: Layout, config_hash: str, key: str) -> dict[str, Any] | 
 def _claim(layout: Layout, key: str, force: bool) -> None:
     """Refuse an output folder whose task files or token files come from another config (naming the file and both
     fingerprints), unless `force`, which clears them; then record this run's fingerprint."""
-    from lit_llm.prepare.run import STATS_FILE
-
     theirs = None
     if layout.fingerprint.is_file():
         theirs = (layout.fingerprint, load_json(layout.fingerprint).get("fingerprint"))

@@ -28,6 +28,7 @@ from lit_llm.atomic import atomic_write, atomic_write_text
 from lit_llm.prepare.sources import _builtin_size, _is_builtin, _resolve_all
 
 STAGES = ("process", "buckets", "plan", "tokenize", "finalize")
+STATS_FILE = "prepare_stats.json"  # the same name as the in-process path's
 
 
 @dataclass(frozen=True)

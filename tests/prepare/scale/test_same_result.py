@@ -106,3 +106,19 @@ def test_local_files_are_split_by_file_with_bad_records_counted(tmp_path):
     assert b["sources"]["bad_records"] == 1 and b["sources"]["files"] == 5
     assert b["documents_in"] == 61 and b["documents_in"] == b["documents_out"] + sum(b["removed_by"].values())
     assert np.array_equal(tokens(tmp_path / "a", "train"), tokens(tmp_path / "b", "train"))
+
+
+def test_the_cli_takes_the_executor_block_from_flags(tmp_path, capsys):
+    from lit_llm.cli.commands import prepare_command
+
+    path = tmp_path / "data.yaml"
+    path.write_text(json.dumps({"sources": ["builtin:600"], "output_dir": str(tmp_path / "out"),
+                                "tokenizer": {"vocab_size": 400}, "filters": {"min_chars": 60}}))
+    prepare_command(["--config", str(path), "--executor.type", "local", "--executor.tasks", "3",
+                     "--executor.workers", "1", "--progress", "false"])
+    printed = capsys.readouterr().out
+    assert "train/ (3 shards)" in printed
+    stats = json.loads((tmp_path / "out" / "prepare_stats.json").read_text())
+    assert stats["executor"]["tasks"] == 3 and stats["documents_in"] == 600
+    assert sorted(p.name for p in (tmp_path / "out" / "train").glob("*.bin")) == ["00000.bin", "00001.bin",
+                                                                                  "00002.bin"]
