@@ -355,6 +355,12 @@ def _best_earlier_match(band_hashes: np.ndarray, later: np.ndarray, earlier: np.
         (band_hashes[later[i : i + step]] == band_hashes[earlier[i : i + step]]).sum(axis=1)
         for i in range(0, len(later), step)
     ])
+    return best_match(later, earlier, shared, labels)
+
+
+def best_match(later: np.ndarray, earlier: np.ndarray, shared: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """matched[i]: of the candidate pairs (i, earlier) the one with the most `shared` bands (ties: the smaller
+    index); labels[i] (its cluster's representative) for a document that is no pair's later one."""
     order = np.lexsort((earlier, -shared, later))  # by document, then most shared bands, then smallest candidate
     later, earlier = later[order], earlier[order]
     best = np.ones(len(later), dtype=bool)

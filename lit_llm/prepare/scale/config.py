@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -55,10 +56,12 @@ class ExecutorConfig:
             raise ConfigError(f"executor.mem_per_cpu_gb must be positive, got {self.mem_per_cpu_gb}")
         if self.type == "slurm" and not self.partition:
             raise ConfigError("executor.partition is required for type slurm (the partition sbatch submits to)")
-        for f in fields(self):
-            if f.name in _ONLY_FOR and self.type not in _ONLY_FOR[f.name] and getattr(self, f.name) != f.default:
-                raise ConfigError(f"executor.{f.name} applies to {' and '.join(_ONLY_FOR[f.name])} executors, "
-                                  f"not {self.type}")
+        # Not an error: `--executor.type local` on a Slurm config keeps the config's partition.
+        ignored = [f.name for f in fields(self)
+                   if f.name in _ONLY_FOR and self.type not in _ONLY_FOR[f.name] and getattr(self, f.name) != f.default]
+        if ignored:
+            warnings.warn(f"executor.{', executor.'.join(ignored)} ignored: not read by a {self.type} executor",
+                          stacklevel=2)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "prepare config") -> ExecutorConfig:

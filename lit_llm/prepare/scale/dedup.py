@@ -18,7 +18,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from lit_llm.errors import DataError
-from lit_llm.prepare.dedup import DedupConfig, MinHasher, _bucket_edges, _union_find
+from lit_llm.prepare.dedup import DedupConfig, MinHasher, _bucket_edges, _union_find, best_match
 from lit_llm.prepare.scale.layout import Layout, load_arrays, offsets, save_arrays, save_json
 
 EXACT, NEAR = 1, 2  # removal reasons in the plan files
@@ -108,11 +108,14 @@ class PlanDedup(PipelineStep):
             every = max(2, round(1 / self.val_fraction))
             is_val = np.arange(len(kept)) % every == every - 1
         val = kept[is_val]
+        # Both id lists are sorted, so each task's part is one slice (linear in documents, whatever the tasks).
+        cut_passed, cut_val = np.searchsorted(passed, starts), np.searchsorted(val, starts)
         for r in range(self.tasks):
-            lo, hi = starts[r], starts[r + 1]
-            mine = (passed >= lo) & (passed < hi) & (removed > 0)
-            save_arrays(self.layout.plan(r), removed_local=passed[mine] - lo, reason=removed[mine],
-                        duplicate_of=duplicate_of[mine], val_local=val[(val >= lo) & (val < hi)] - lo, offset=lo)
+            part = slice(cut_passed[r], cut_passed[r + 1])
+            mine = removed[part] > 0
+            save_arrays(self.layout.plan(r), removed_local=passed[part][mine] - starts[r], reason=removed[part][mine],
+                        duplicate_of=duplicate_of[part][mine],
+                        val_local=val[cut_val[r]:cut_val[r + 1]] - starts[r], offset=starts[r])
         summary.update(kept=len(kept), val=int(is_val.sum()), train=int((~is_val).sum()),
                        seconds=time.perf_counter() - t0)
         save_json(self.layout.plan_summary, summary)
@@ -140,14 +143,7 @@ def _join_clusters(layout: Layout, cols: list[int], ids: np.ndarray) -> tuple[np
         return labels, labels.copy()
     labels = _union_find(labels, np.concatenate(link_u), np.concatenate(link_v))
     keys, shared = np.unique(np.concatenate(pair_keys), return_counts=True)
-    later, earlier = keys // n, keys % n
-    order = np.lexsort((earlier, -shared, later))  # by document, then most shared bands, then smallest candidate
-    later, earlier = later[order], earlier[order]
-    best = np.ones(len(later), dtype=bool)
-    best[1:] = later[1:] != later[:-1]
-    matched = labels.copy()
-    matched[later[best]] = earlier[best]
-    return labels, matched
+    return labels, best_match(keys // n, keys % n, shared, labels)
 
 
 def _positions(ids: np.ndarray, values: np.ndarray) -> np.ndarray:

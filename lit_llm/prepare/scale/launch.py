@@ -102,9 +102,14 @@ def _run_stage(name: str, stage, layout: Layout) -> None:
     from lit_llm.prepare.scale.executors import task_error
 
     shutil.rmtree(layout.logs(name) / "errors", ignore_errors=True)
+    from lit_llm.prepare.steps import forks_die_with_this_process
+
     error = None
     try:
-        stage.run()
+        # The local executor's forked workers (and its Manager) die with this process: a run killed by its PID
+        # leaves none behind holding the output folder's lock.
+        with forks_die_with_this_process():
+            stage.run()
     except Exception as exc:  # Ray's executor, or a failure outside the tasks
         error = exc
     failed = stage.get_incomplete_ranks(skip_completed=True)

@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import Iterator
 
-import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("datatrove")
 
-from lit_llm.atomic import OutputError  # noqa: E402
+from lit_llm.atomic import FolderLock, OutputError  # noqa: E402
 from lit_llm.errors import ConfigError, DataError  # noqa: E402
 from lit_llm.prepare.run import PrepareConfig, prepare  # noqa: E402
 from lit_llm.prepare.scale import config as scale_config  # noqa: E402
@@ -30,7 +30,6 @@ LOCAL = {"type": "local", "tasks": 3, "workers": 1}
     ({"type": "local", "tasks": 0}, "executor.tasks must be >= 1, got 0"),
     ({"type": "ray", "workers": 0}, "executor.workers must be -1 or >= 1, got 0"),
     ({"type": "slurm", "tasks": 8}, "executor.partition is required for type slurm"),
-    ({"type": "local", "partition": "gpu"}, "executor.partition applies to slurm executors, not local"),
     ("local", "executor must be a mapping such as {type: local, tasks: 4}"),
 ])
 def test_a_bad_executor_block_is_refused_naming_the_key(tmp_path, block, message):
@@ -39,6 +38,12 @@ def test_a_bad_executor_block_is_refused_naming_the_key(tmp_path, block, message
     with pytest.raises(ConfigError) as info:
         PrepareConfig.from_yaml(path)
     assert message in str(info.value)
+
+
+def test_keys_of_another_executor_are_ignored_with_a_warning():
+    with pytest.warns(UserWarning, match="executor.mem_per_cpu_gb, executor.partition ignored: not read by a local"):
+        block = scale_config.ExecutorConfig(type="local", partition="cpu", mem_per_cpu_gb=4)
+    assert block.type == "local"
 
 
 def test_a_missing_package_names_the_extra(tmp_path, monkeypatch):
@@ -107,7 +112,7 @@ _RUN = """
 import sys
 from tests.prepare.scale.helpers import config
 from lit_llm.prepare.run import prepare
-prepare(config(sys.argv[1], sources=[sys.argv[2]], executor={"type": "local", "tasks": 6, "workers": 1}),
+prepare(config(sys.argv[1], sources=[sys.argv[2]], executor={"type": "local", "tasks": 6, "workers": 2}),
         progress=False)
 """
 
@@ -122,12 +127,21 @@ def test_a_killed_run_resumes_with_only_unfinished_tasks_and_the_same_result(tmp
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list(completions.glob("*"))) < 2:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # by its PID (and its group), in the middle of the process stage
+    os.kill(proc.pid, signal.SIGKILL)  # by its PID only, in the middle of the process stage, workers running
     proc.wait()
+    # Its forked workers die with it (they would otherwise hold the folder's lock): the folder is free soon.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            FolderLock(out, "test").acquire().release()
+            break
+        except OutputError:
+            assert time.monotonic() < deadline, "a worker of the killed run still holds the output folder"
+            time.sleep(0.1)
     finished = {p.name: p.stat().st_mtime_ns for p in completions.glob("*")}
     assert 2 <= len(finished) < 6, "the kill should land between the first and the last task"
     assert not (out / "prepare_stats.json").exists()
-    stats = prepare(config(out, sources=[str(data)], executor={"type": "local", "tasks": 6, "workers": 1}),
+    stats = prepare(config(out, sources=[str(data)], executor={"type": "local", "tasks": 6, "workers": 2}),
                     progress=False)
     assert {name: completions.joinpath(name).stat().st_mtime_ns for name in finished} == finished  # skipped
     whole = prepare(config(tmp_path / "whole", sources=[str(data)], executor={"type": "local", "tasks": 6,
