@@ -94,7 +94,9 @@ class VLLMEngine:
         self._llm = vllm.LLM(
             model=self._folder, skip_tokenizer_init=True, dtype=self.dtype if self.dtype != "auto" else dtype,
             max_model_len=self.max_model_len or model.config.block_size, enforce_eager=self.enforce_eager,
-            gpu_memory_utilization=self.gpu_memory_utilization, seed=0, **kwargs,
+            gpu_memory_utilization=self.gpu_memory_utilization, seed=0,
+            logprobs_mode="processed_logprobs",  # after temperature, top-k and top-p: what the sampler drew from
+            **kwargs,
         )
         self._sleeps = bool(kwargs)
 

@@ -35,6 +35,7 @@ from lit_llm.rollout.layout import layout as rollout_layout
 from lit_llm.rollout.layout import response_logps
 from lit_llm.rollout.sampler import RolloutSampler
 from lit_llm.stages.base import Stage
+from lit_llm.stages.engine_sync import RolloutEngines
 from lit_llm.stages.groups import GroupBuffer, Groups
 from lit_llm.stages.reference import FrozenReference
 from lit_llm.stages.rl_validation import RolloutValidation, check_can_generate, reduce_sum, write_rollouts
@@ -110,6 +111,10 @@ class GRPOModule(Stage):
         max_grad_norm: clip the gradient norm of each optimizer step; None: no clipping.
         samples_every_n_steps: optimizer steps between two rollout tables.
         sampling_seed: seed of the sampling.
+        rollout_engine: "native" (lit_llm's KV-cache sampler on the policy) or "vllm" (a colocated vLLM engine,
+            `lit_llm.rollout.engines.VLLMEngine`, synced with the policy after every `sync_every` optimizer steps).
+        vllm: the vLLM engine's options: gpu_memory_utilization, max_model_len, enforce_eager, sleep, dtype.
+        sync_every: optimizer steps between two weight syncs into the vLLM engine.
         **kwargs: the options every stage takes (`lit_llm.stages.base.Stage`); `init_from` (usually SFT) is
             required. This stage's defaults: learning_rate 1e-6, min_lr 1e-7, eval_generations 200. Use
             max_completion_length, not max_new_tokens.
@@ -152,6 +157,9 @@ class GRPOModule(Stage):
         max_grad_norm: float | None = 1.0,
         samples_every_n_steps: int = 10,
         sampling_seed: int = 0,
+        rollout_engine: Literal["native", "vllm"] = "native",
+        vllm: dict[str, Any] | None = None,
+        sync_every: int = 1,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("max_new_tokens") is not None:
@@ -172,6 +180,7 @@ class GRPOModule(Stage):
         self.sampler: RolloutSampler | None = None
         self.buffer: GroupBuffer | None = None
         self.validation = RolloutValidation(self.hparams.eval_generations, self.hparams.sample_generations)
+        self.rollout_engines = RolloutEngines(rollout_engine, vllm, sync_every)
         self.generation_batches = 0
         self.episodes = 0
         self._seconds = [0.0, 0.0]  # generating and scoring since the last update
@@ -200,6 +209,7 @@ class GRPOModule(Stage):
         self.sampler = RolloutSampler.for_style(
             self.tokenizer, self.prompt_style, hp.max_completion_length, temperature=hp.temperature,
             top_k=hp.top_k, top_p=hp.top_p, stop_strings=hp.stop_strings, pad_id=pad_id,
+            engine=self.rollout_engines.engine,
         )  # fmt: skip
 
     def configure_components(self, wrap: Any = None) -> None:
@@ -234,6 +244,10 @@ class GRPOModule(Stage):
         start = time.perf_counter()
         prompts = [p for p in batch["prompt_ids"] for _ in range(G)]
         responses, ended = self.sampler.responses(self.model, prompts, None, row_seeds=self._row_seeds(prompts))
+        gap = self.rollout_engines.logprob_gap(self.model, prompts, responses, self.sampler.pad_id,
+                                               self.hparams.temperature)
+        if gap:
+            self.log_dict(gap, on_step=True, on_epoch=False)
         self.generation_batches += 1
         generated = time.perf_counter()
         self._seconds[0] += generated - start
@@ -413,6 +427,7 @@ class GRPOModule(Stage):
                     self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                self.rollout_engines.after_step(self.model)
                 steps += 1
                 if scheduler is not None:
                     scheduler.step()

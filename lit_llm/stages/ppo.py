@@ -31,6 +31,7 @@ from lit_llm.rl import (
 from lit_llm.rollout.layout import response_logps
 from lit_llm.rollout.sampler import RolloutSampler
 from lit_llm.stages.base import Stage
+from lit_llm.stages.engine_sync import RolloutEngines
 from lit_llm.stages.reference import FrozenReference
 from lit_llm.stages.rl_validation import RolloutValidation, check_can_generate, reduce_sum, write_rollouts
 
@@ -91,6 +92,10 @@ class PPOModule(Stage):
         sample_generations: rollouts (and validation answers) written to the samples table each time.
         samples_every_n_steps: rollout batches between two sample tables.
         sampling_seed: seed of the sampling and of the minibatch order (with the step and rank, so runs resume exactly).
+        rollout_engine: "native" (lit_llm's KV-cache sampler on the policy) or "vllm" (a colocated vLLM engine,
+            `lit_llm.rollout.engines.VLLMEngine`, synced with the policy after every `sync_every` optimizer steps).
+        vllm: the vLLM engine's options: gpu_memory_utilization, max_model_len, enforce_eager, sleep, dtype.
+        sync_every: optimizer steps between two weight syncs into the vLLM engine.
         **kwargs: the options every stage takes (`lit_llm.stages.base.Stage`); `init_from` (usually SFT) is
             required: the policy and the reference start from it; `max_new_tokens` is the longest response and
             `eval_generations` the held-out prompts answered at each validation run (the rest of the val set is
@@ -135,6 +140,9 @@ class PPOModule(Stage):
         max_grad_norm: float | None = 1.0,
         samples_every_n_steps: int = 10,
         sampling_seed: int = 0,
+        rollout_engine: Literal["native", "vllm"] = "native",
+        vllm: dict[str, Any] | None = None,
+        sync_every: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -166,6 +174,7 @@ class PPOModule(Stage):
         self.reward_source: Any = None  # a plain object, so a reward model is neither trained nor saved
         self.sampler: RolloutSampler | None = None
         self.validation = RolloutValidation(self.hparams.eval_generations, self.hparams.sample_generations)
+        self.rollout_engines = RolloutEngines(rollout_engine, vllm, sync_every)
         self.kl_coef = kl_coef
         self.reward_counts = RewardCounts()
         self.episodes = 0
@@ -191,7 +200,7 @@ class PPOModule(Stage):
         pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         self.sampler = RolloutSampler.for_style(
             self.tokenizer, self.prompt_style, hp.max_new_tokens, temperature=hp.temperature, top_k=hp.top_k,
-            top_p=hp.top_p, stop_strings=hp.stop_strings, pad_id=pad_id,
+            top_p=hp.top_p, stop_strings=hp.stop_strings, pad_id=pad_id, engine=self.rollout_engines.engine,
         )  # fmt: skip
 
     def configure_components(self, wrap: Any = None) -> None:
@@ -253,7 +262,12 @@ class PPOModule(Stage):
 
     def _rollout(self, prompts: list[list[int]], greedy: bool = False) -> tuple[dict[str, Any], list[list[int]]]:
         """The sampler's responses to `prompts` and their layout, seeded by the rollout batch and rank."""
-        return self.sampler.sample(self.model, prompts, self._seed(0), self.device, greedy=greedy)
+        layout, responses = self.sampler.sample(self.model, prompts, self._seed(0), self.device, greedy=greedy)
+        gap = self.rollout_engines.logprob_gap(self.model, prompts, responses, self.sampler.pad_id,
+                                               self.hparams.temperature)
+        if gap and not greedy:
+            self.log_dict(gap, on_step=True, on_epoch=False)
+        return layout, responses
 
     def _score(self, batch: dict[str, Any], responses: list[list[int]], counts: RewardCounts) -> tuple[Any, ...]:
         """(scores, valid) of the responses from the reward source, and their texts."""
@@ -370,6 +384,7 @@ class PPOModule(Stage):
                     self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                self.rollout_engines.after_step(self.model)
                 if scheduler is not None:
                     scheduler.step()
         return {k: torch.tensor(v / max(n, 1)) for k, v in sums.items()}

@@ -112,3 +112,31 @@ def test_a_model_without_a_hugging_face_layout_gets_one_clear_message(bundle):
     with pytest.raises(ConfigError, match="the vLLM engine loads the policy through a Hugging Face layout, so use "
                                           "rollout.engine native"):
         VLLMEngine().generate(model, [[1, 2, 3]], max_new_tokens=2)
+
+
+def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bundle, shared, tmp_path):
+    """Three GRPO steps with rollout_engine vllm: after training, the engine's greedy answers are the trained
+    policy's (it was synced after every optimizer step), and the logged log-prob gap is ~0 in fp32."""
+    from lit_llm.data.rl_prompts import PromptDataModule
+    from lit_llm.stages import GRPOModule
+    from tests.stages.conftest import Recorder, e_share, trainer
+
+    path = tmp_path / "base.ckpt"
+    meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
+    shared.close()  # one engine at a time in this process: each reserves its share of memory
+    module = GRPOModule(init_from=str(path), reward_functions=[e_share], max_completion_length=8, num_generations=4,
+                        learning_rate=1e-2, min_lr=1e-2, eval_generations=8, samples_every_n_steps=1000,
+                        rollout_engine="vllm", vllm={"gpu_memory_utilization": 0.2, "enforce_eager": True})
+    dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
+                          val_examples_per_task=2, seed=3)
+    recorder = Recorder()
+    trainer(tmp_path, max_steps=3, limit_val_batches=0, callbacks=[recorder], log_every_n_steps=1).fit(module, dm)
+    assert module.rollout_engines.updates == 3
+    gaps = [s["rollout/logprob_diff_max"] for s in recorder.steps if "rollout/logprob_diff_max" in s]
+    assert gaps and max(gaps) < 1e-3
+    prompts = [bundle.tokenizer.encode(q) for q in QUESTIONS]
+    native = RolloutSampler.for_style(bundle.tokenizer, None, max_new_tokens=8)
+    assert module.sampler.generate(module.model, prompts, seed=0, greedy=True) == native.generate(
+        module.model, prompts, seed=0, greedy=True)
+    module.rollout_engines.engine.close()

@@ -199,6 +199,10 @@ def takes_three(prompt: str, response: str, extra: str) -> float:
         (dict(loss_type="sum"), "loss_type"),
         (dict(max_new_tokens=8), "max_completion_length"),
         (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(rollout_engine="sglang"), "model.rollout_engine must be 'native' or 'vllm', got 'sglang'"),
+        (dict(rollout_engine="vllm", vllm={"gpu_util": 0.5}), r"model.vllm: unknown key\(s\) gpu_util; valid keys"),
+        (dict(vllm={"enforce_eager": True}), "model.vllm options are set but model.rollout_engine is 'native'"),
+        (dict(sync_every=0), "model.sync_every must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_options_are_rejected_naming_the_option(base_checkpoint, kwargs, match):

@@ -1,0 +1,68 @@
+"""`RolloutEngines`: the RL stages' choice of generation engine (`rollout_engine: native | vllm`) and keeping the
+vLLM engine's weights in step with the policy: synced after every `sync_every` optimizer steps. The engine's own
+log-probs of the tokens it sampled are compared with the training model's (`rollout/logprob_diff_mean`, `max`):
+the training-inference mismatch. The loss always uses the training model's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lit_llm.errors import ConfigError
+from lit_llm.rollout.layout import layout as rollout_layout
+from lit_llm.rollout.layout import response_logps
+
+VLLM_OPTIONS = ("gpu_memory_utilization", "max_model_len", "enforce_eager", "sleep", "dtype")
+
+
+class RolloutEngines:
+    def __init__(self, kind: str, options: dict[str, Any] | None, sync_every: int) -> None:
+        if kind not in ("native", "vllm"):
+            raise ConfigError(f"model.rollout_engine must be 'native' or 'vllm', got {kind!r}")
+        if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
+            raise ConfigError(f"model.sync_every must be an integer >= 1, got {sync_every!r}")
+        unknown = sorted(set(options or {}) - set(VLLM_OPTIONS))
+        if unknown:
+            raise ConfigError(f"model.vllm: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(VLLM_OPTIONS)}")
+        if options and kind != "vllm":
+            raise ConfigError("model.vllm options are set but model.rollout_engine is 'native'; set it to 'vllm'")
+        self.sync_every = sync_every
+        self.updates = 0
+        self.engine = None
+        if kind == "vllm":
+            from lit_llm.rollout.engines import VLLMEngine
+
+            self.engine = VLLMEngine(**(options or {}))
+
+    def after_step(self, model: nn.Module) -> None:
+        """Call after each optimizer step: every `sync_every`-th loads the policy's weights into the engine."""
+        if self.engine is None:
+            return
+        self.updates += 1
+        if self.updates % self.sync_every == 0:
+            self.engine.sync(model)
+
+    @torch.no_grad()
+    def logprob_gap(self, model: nn.Module, prompts: list[list[int]], responses: list[list[int]], pad_id: int,
+                    temperature: float) -> dict[str, float]:
+        """Mean and max |training model - engine| log-prob over the last generated tokens; {} for the native
+        engine (it is the training model)."""
+        theirs = getattr(self.engine, "last_logprobs", None)
+        if self.engine is None or not theirs or len(theirs) != len(responses):
+            return {}
+        rows = [i for i, r in enumerate(responses) if r]
+        if not rows:
+            return {}
+        device = next(model.parameters()).device
+        exp = rollout_layout([prompts[i] for i in rows], [responses[i] for i in rows], pad_id, device)
+        was_training = model.training
+        model.eval()
+        ours = response_logps(model, exp["ids"], exp["valid"], exp["P"], model.config.vocab_size,
+                              max(temperature, 1e-6))[0]
+        model.train(was_training)
+        gaps = [(ours[k, : len(responses[i])].cpu() - torch.tensor(theirs[i][: len(responses[i])])).abs()
+                for k, i in enumerate(rows)]
+        gap = torch.cat(gaps)
+        return {"rollout/logprob_diff_mean": float(gap.mean()), "rollout/logprob_diff_max": float(gap.max())}
