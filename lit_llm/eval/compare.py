@@ -209,6 +209,7 @@ def compare_checkpoints(
     progress: bool = True,
     samples: int = 1,
     bootstrap: int = 10000,
+    engine: str = "native",
 ) -> Path:
     """Answer the same prompts with every checkpoint and write compare.md, compare.json and compare.png to `output`.
 
@@ -233,13 +234,17 @@ def compare_checkpoints(
         samples: k > 1 also draws k answers per prompt at `temperature` (which must be > 0; seeds seed + 1 to
             seed + k, the same for every model) for pass@1 and pass@k; every other metric uses the one main answer.
         bootstrap: resamples of the prompts for the 95% intervals.
+        engine: "native" (lit_llm's KV-cache sampler) or "vllm" (vLLM, `lit_llm[vllm]`; the model must have a
+            Llama, Qwen2 or GPT-2 layout).
     """
     from tqdm import tqdm
 
     from lit_llm.checkpoint import load_bundle
     from lit_llm.tasks import TASKS, task_of, task_records
+    from lit_llm.rollout.engines import make_engine
     from lit_llm.rollout.sampler import RolloutSampler
 
+    generator = make_engine(engine)  # one engine for every checkpoint: synced to each in turn
     if samples < 1:
         raise ConfigError(f"samples must be at least 1, got {samples}")
     if bootstrap < 1:
@@ -269,7 +274,9 @@ def compare_checkpoints(
     for path in tqdm(checkpoints, desc="answering", unit="model", leave=False, disable=not progress):
         bundle = load_bundle(path)  # a reward-model checkpoint is refused, naming --reward_model's use
         model, tokenizer, style = bundle.model, bundle.tokenizer, bundle.style_or("alpaca")
-        sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature)
+        sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature, engine=generator)
+        if generator is not None:
+            generator.sync(model)
         rows = sampler.prompts(model, conversations, style, warn=False)
         answer = lambda s: sampler.generate(model, rows, s)  # noqa: E731
         answers = answer(seed)

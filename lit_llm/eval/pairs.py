@@ -53,6 +53,7 @@ def sample_pairs(
     seed: int = 0,
     pairs_per_prompt: int = 1,
     progress: bool = False,
+    engine: Any = None,
 ) -> tuple[list[dict[str, str]], PairStats]:
     """{prompt, chosen, rejected, task} pairs for task records (`task_records`) from `samples` sampled answers: one
     per distinct wrong answer, up to `pairs_per_prompt`, each against a correct sample (in turn) or the reference
@@ -63,7 +64,7 @@ def sample_pairs(
 
     conversations = [[{"role": "user", "content": r["instruction"]}] for r in records]
     answers: list[list[str]] = [[] for _ in records]
-    sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature)
+    sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature, engine=engine)
     batches = [(k, start) for k in range(samples) for start in range(0, len(records), batch_size)]
     for k, start in tqdm(batches, desc="sampling answers", unit="batch", leave=False, disable=not progress):
         batch = conversations[start : start + batch_size]
@@ -113,6 +114,7 @@ def write_pairs(
     pairs_per_prompt: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    engine: str = "native",
 ) -> PairStats:
     """Write preference pairs on the built-in tasks from a checkpoint's own answers: for each prompt, sample answers
     in the checkpoint's prompt style, verify them, and pair a correct one (else the reference answer) with a wrong
@@ -134,11 +136,14 @@ def write_pairs(
         pairs_per_prompt: most pairs per prompt, one per distinct wrong answer sampled.
         progress: show a progress bar over the sampling batches.
         overwrite: replace `output` when it already exists (without it, existing pairs are never overwritten).
+        engine: "native" (lit_llm's KV-cache sampler) or "vllm" (vLLM, `lit_llm[vllm]`; the model must have a
+            Llama, Qwen2 or GPT-2 layout).
     """
     import torch
 
     from lit_llm.atomic import OutputError, atomic_write, atomic_write_text
     from lit_llm.checkpoint import load_bundle
+    from lit_llm.rollout.engines import make_engine
 
     path = Path(output)
     if path.is_dir():
@@ -153,7 +158,7 @@ def write_pairs(
     records = task_records(split, tasks, per_task=per_task, seed=seed)
     pairs, stats = sample_pairs(
         model.to(device), tokenizer, style, records, samples, temperature, max_new_tokens, batch_size, seed,
-        pairs_per_prompt, progress,
+        pairs_per_prompt, progress, make_engine(engine),
     )
     with atomic_write(path, "w") as f:
         for pair in pairs:

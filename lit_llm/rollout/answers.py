@@ -32,6 +32,7 @@ def score_answers(
     temperature: float = 0.0,
     samples: int = 1,
     seed: int = 0,
+    engine: Any = None,
 ) -> TaskScores:
     """Answer each conversation (greedily, or `samples` times at `temperature`) and score the answers of task
     prompts with their task's verifier (the last user message is the task prompt); conversations with task None
@@ -44,7 +45,7 @@ def score_answers(
     responses: list[str] = []
     sums: dict[str, list[float]] = {}
     passed = [0] * len(conversations)  # per prompt, its answers with verifier reward 1.0
-    sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature)
+    sampler = RolloutSampler.for_style(tokenizer, style, max_new_tokens, temperature=temperature, engine=engine)
     for sample in range(samples):  # check_sampling: samples > 1 only at temperature > 0
         answers: list[str] = []
         for start in range(0, len(conversations), batch_size):
@@ -94,6 +95,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     temperature: float = 0.0,
     samples: int = 1,
+    engine: str = "native",
 ) -> TaskScores:
     """Score a checkpoint on `per_task` prompts of each task's `split`, asked in the checkpoint's prompt style
     (or `prompt_style`; "alpaca" for a checkpoint trained without one, e.g. straight from pretraining); answers
@@ -113,8 +115,11 @@ def evaluate_checkpoint(
         temperature: 0 answers greedily; above 0, answers are sampled (the same seeds for every checkpoint).
         samples: answers sampled per prompt (k > 1 needs temperature > 0); scores average over them, and k > 1
             adds pass@1 and pass@k (Chen et al.'s unbiased estimator over each prompt's k answers).
+        engine: "native" (lit_llm's KV-cache sampler) or "vllm" (vLLM, `lit_llm[vllm]`; the model must have a
+            Llama, Qwen2 or GPT-2 layout).
     """
     from lit_llm.checkpoint import load_bundle
+    from lit_llm.rollout.engines import make_engine
 
     check_sampling(samples, temperature)
 
@@ -126,6 +131,7 @@ def evaluate_checkpoint(
     return score_answers(
         model.to(device), tokenizer, style, conversations, [r["task"] for r in records],
         max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature, samples=samples,
+        engine=make_engine(engine),
     )
 
 

@@ -23,6 +23,15 @@ from lit_llm.errors import ConfigError
 from lit_llm.generation import generate
 
 
+def make_engine(name: str) -> VLLMEngine | None:
+    """The engine `--engine NAME` names for pairs, evaluate and compare: None (native) or a VLLMEngine."""
+    if name == "native":
+        return None
+    if name == "vllm":
+        return VLLMEngine()
+    raise ConfigError(f"engine must be 'native' or 'vllm', got {name!r}")
+
+
 class NativeEngine:
     """lit_llm.generation.generate: batched KV-cache decoding on the policy itself."""
 
@@ -99,9 +108,13 @@ class VLLMEngine:
             **kwargs,
         )
         self._sleeps = bool(kwargs)
+        self._config = model.config.to_dict()
 
     def sync(self, model: nn.Module) -> None:
-        """Load the policy's current weights (adapters merged) into the engine in place."""
+        """Load the policy's current weights (adapters merged) into the engine in place; a model of another shape
+        (the next checkpoint of `compare`) gets a new engine."""
+        if self._llm is not None and self._config != model.config.to_dict():
+            self.close()
         if self._llm is None:
             self._build(model)
             return
@@ -117,8 +130,8 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if self._llm is None:
-            self._build(model)
+        if self._llm is None or self._config != model.config.to_dict():
+            self.sync(model)
         self._wake()
         if row_seeds is None:
             row_seeds = [None if seed is None or temperature == 0 else seed * 1_000_003 + i for i in range(len(prompts))]

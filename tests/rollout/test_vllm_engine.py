@@ -140,3 +140,14 @@ def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bu
     assert module.sampler.generate(module.model, prompts, seed=0, greedy=True) == native.generate(
         module.model, prompts, seed=0, greedy=True)
     module.rollout_engines.engine.close()
+
+
+def test_evaluate_with_engine_vllm_scores_as_the_native_engine(bundle, tmp_path):
+    from lit_llm.rollout.answers import evaluate_checkpoint
+
+    path = tmp_path / "base.ckpt"
+    meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
+    native = evaluate_checkpoint(str(path), per_task=3, max_new_tokens=8)
+    fast = evaluate_checkpoint(str(path), per_task=3, max_new_tokens=8, engine="vllm")
+    assert fast.responses == native.responses and len(native.responses) >= 12
