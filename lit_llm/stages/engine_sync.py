@@ -36,6 +36,11 @@ class RolloutEngines:
 
             self.engine = VLLMEngine(**(options or {}))
 
+    def start(self, model: nn.Module) -> None:
+        """At the start of a fit (a resumed one too): the engine holds the policy as it starts."""
+        if self.engine is not None:
+            self.engine.sync(model)
+
     def after_step(self, model: nn.Module) -> None:
         """Call after each optimizer step: every `sync_every`-th loads the policy's weights into the engine."""
         if self.engine is None:

@@ -221,6 +221,7 @@ class GRPOModule(Stage):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self.rewards.to(self.device)
+        self.rollout_engines.start(self.model)
 
     @property
     def kl_in_reward(self) -> bool:

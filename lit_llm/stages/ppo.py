@@ -237,6 +237,7 @@ class PPOModule(Stage):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self.reward_source.to(self.device)
+        self.rollout_engines.start(self.model)
 
     # ---- forward passes ---------------------------------------------------------------------------
 

@@ -124,10 +124,10 @@ def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bu
     path = tmp_path / "base.ckpt"
     meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
     torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
-    shared.close()  # one engine at a time in this process: each reserves its share of memory
     module = GRPOModule(init_from=str(path), reward_functions=[e_share], max_completion_length=8, num_generations=4,
                         learning_rate=1e-2, min_lr=1e-2, eval_generations=8, samples_every_n_steps=1000,
                         rollout_engine="vllm", vllm={"gpu_memory_utilization": 0.2, "enforce_eager": True})
+    module.rollout_engines.engine = shared  # one vllm.LLM per process (each reserves its share of memory)
     dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
                           val_examples_per_task=2, seed=3)
     recorder = Recorder()
@@ -139,12 +139,56 @@ def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bu
     native = RolloutSampler.for_style(bundle.tokenizer, None, max_new_tokens=8)
     assert module.sampler.generate(module.model, prompts, seed=0, greedy=True) == native.generate(
         module.model, prompts, seed=0, greedy=True)
-    module.rollout_engines.engine.close()
 
 
-def test_evaluate_with_engine_vllm_scores_as_the_native_engine(bundle, tmp_path):
+@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage):
+    """The engine is built from the restored policy on resume and vLLM seeds every answer itself, so resuming after
+    half the run gives the continuous run's weights."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_llm.data.rl_prompts import PromptDataModule
+    from lit_llm.stages import GRPOModule, PPOModule
+    from tests.stages.conftest import e_share, trainer
+
+    path = tmp_path / "base.ckpt"
+    meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
+    engine = {"rollout_engine": "vllm", "vllm": {"gpu_memory_utilization": 0.1, "enforce_eager": True}}
+    steps = 4 if stage == "grpo" else 8  # PPO: 2 epochs x 2 minibatches per rollout batch
+
+    def run(ckpt_path=None, callbacks=()):
+        torch.manual_seed(0)
+        common = dict(init_from=str(path), learning_rate=1e-2, min_lr=1e-2, eval_generations=0,
+                      samples_every_n_steps=1000, **engine)
+        if stage == "grpo":
+            module = GRPOModule(reward_functions=[e_share], max_completion_length=8, num_generations=4,
+                                num_iterations=2, **common)
+        else:
+            module = PPOModule(reward_function=e_share, value_model="head", max_new_tokens=8, num_ppo_epochs=2,
+                               num_mini_batches=2, **common)
+        dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
+                              val_examples_per_task=2, seed=3)
+        # The module's engine is the module-wide one, holding the previous run's weights: fit start syncs it.
+        module.rollout_engines.engine = shared
+        fit = trainer(tmp_path, max_steps=steps, limit_val_batches=0, callbacks=list(callbacks),
+                      enable_checkpointing=True)
+        fit.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        return module
+
+    half = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="s{step}", auto_insert_metric_name=False,
+                           every_n_train_steps=steps // 2, save_top_k=-1)
+    continuous = run(callbacks=[half])
+    resumed = run(ckpt_path=str(tmp_path / "ckpt" / f"s{steps // 2}.ckpt"))
+    for (name, a), b in zip(continuous.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_evaluate_with_engine_vllm_scores_as_the_native_engine(bundle, shared, tmp_path):
+    """Last: `--engine vllm` builds an engine of its own, so the module's is closed first."""
     from lit_llm.rollout.answers import evaluate_checkpoint
 
+    shared.close()
     path = tmp_path / "base.ckpt"
     meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
     torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)

