@@ -35,14 +35,15 @@ from lit_llm.rollout.engines import VLLMEngine  # noqa: E402
 
 def tokens_per_s(args, engine: VLLMEngine, model: GPT) -> dict[str, float]:
     prompts = [[(7 * i + j) % 200 + 10 for j in range(16)] for i in range(args.batch)]
-    times: dict[str, list[float]] = {"native": [], "vllm": []}
+    times: dict[str, list[float]] = {"native": [], "vllm": [], "vllm_unseeded": []}
     for rep in range(args.repeats):
         for name in times:
             t0 = time.perf_counter()
             if name == "native":
                 out = generate(model, prompts, max_new_tokens=args.new_tokens, temperature=1.0, seed=rep)
-            else:
-                out = engine.generate(model, prompts, max_new_tokens=args.new_tokens, temperature=1.0, seed=rep)
+            else:  # seeded: a generator per answer (what the stages use, so runs resume exactly)
+                seed = rep if name == "vllm" else None
+                out = engine.generate(model, prompts, max_new_tokens=args.new_tokens, temperature=1.0, seed=seed)
             times[name].append(time.perf_counter() - t0)
             assert all(len(o) == args.new_tokens for o in out)
     n = args.batch * args.new_tokens
@@ -58,7 +59,7 @@ def sync_seconds(engine: VLLMEngine, model: GPT) -> float:
     return statistics.median(times)
 
 
-def grpo_share(args, preset: str, folder: Path) -> dict[str, dict[str, float]]:
+def grpo_share(args, preset: str, folder: Path, engine: VLLMEngine) -> dict[str, dict[str, float]]:
     from grpo_step import PHASES, StepTimes
     from dpo_reference import make_checkpoint
     from lightning.pytorch import Trainer
@@ -73,6 +74,8 @@ def grpo_share(args, preset: str, folder: Path) -> dict[str, dict[str, float]]:
             if name == "vllm" else {}
         module = GRPOModule(init_from=str(init), eval_generations=0, reward_functions=["lit_llm.tasks.verify"],
                             num_generations=8, max_completion_length=16, **extra)
+        if name == "vllm":
+            module.rollout_engines.engine = engine  # one vllm.LLM per process: the CPU backend budgets memory per process
         dm = PromptDataModule(train="builtin:tasks", tokenizer=str(init), prompt_style="alpaca", batch_size=4,
                               examples_per_task=4 * (args.steps + 1), val_examples_per_task=1)
         times = StepTimes(8)
@@ -83,8 +86,6 @@ def grpo_share(args, preset: str, folder: Path) -> dict[str, dict[str, float]]:
         med = {p: statistics.median(r[p] for r in rows) for p in PHASES}
         med["share"] = med["generate"] / sum(med[p] for p in PHASES)
         out[name] = med
-        if module.rollout_engines.engine is not None:
-            module.rollout_engines.engine.close()
     return out
 
 
@@ -95,7 +96,19 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.child and "," in args.shapes:  # each shape in a process of its own, for the same reason
+        import subprocess
+
+        lines = []
+        for preset in args.shapes.split(","):
+            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--shapes", preset, "--child"],
+                                 capture_output=True, text=True, check=True).stdout.splitlines()
+            print("\n".join(line for line in out if not line.startswith("headline")), flush=True)
+            lines += [line[len("headline: "):] for line in out if line.startswith("headline")]
+        print("headline: " + "; ".join(lines))
+        return
     print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, batch {args.batch} x "
           f"{args.new_tokens} new tokens")
     headline = []
@@ -105,15 +118,16 @@ def main() -> None:
         engine = VLLMEngine(gpu_memory_utilization=0.2, enforce_eager=True)
         rates = tokens_per_s(args, engine, model)
         sync = sync_seconds(engine, model)
-        engine.close()
         with tempfile.TemporaryDirectory() as tmp:
-            share = grpo_share(args, preset, Path(tmp))
-        print(f"[{preset}] generated tokens/s: native {rates['native']:,.0f}, vllm {rates['vllm']:,.0f} "
-              f"(vllm/native {rates['vllm'] / rates['native']:.2f}); sync {sync * 1000:.0f} ms", flush=True)
+            share = grpo_share(args, preset, Path(tmp), engine)
+        print(f"[{preset}] generated tokens/s: native {rates['native']:,.0f}, vllm {rates['vllm']:,.0f} seeded per "
+              f"answer, {rates['vllm_unseeded']:,.0f} unseeded (vllm/native {rates['vllm'] / rates['native']:.2f}, "
+              f"{rates['vllm_unseeded'] / rates['native']:.2f}); sync {sync * 1000:.0f} ms", flush=True)
         for name, s in share.items():
             print(f"[{preset}] GRPO step ({name}): generate {s['generate']:.2f} s, score {s['score']:.2f} s, "
                   f"train {s['train']:.2f} s: generating {100 * s['share']:.0f}%", flush=True)
-        headline.append(f"{preset} vllm/native {rates['vllm'] / rates['native']:.2f}, sync {sync * 1000:.0f} ms, "
+        headline.append(f"{preset} vllm/native {rates['vllm'] / rates['native']:.2f} seeded, "
+                        f"{rates['vllm_unseeded'] / rates['native']:.2f} unseeded, sync {sync * 1000:.0f} ms, "
                         f"GRPO generating {100 * share['native']['share']:.0f}% native / "
                         f"{100 * share['vllm']['share']:.0f}% vllm")
     print("headline: " + "; ".join(headline))

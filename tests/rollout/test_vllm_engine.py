@@ -23,6 +23,13 @@ pytestmark = pytest.mark.vllm
 QUESTIONS = ["What is 2 + 3?", "Sort from smallest to largest: 3 1 2", "Spell the word 'fox'.", "Count the hens."]
 
 
+def save_checkpoint(bundle, path):
+    """The fixture's model as a lit_llm checkpoint, for the stages and commands that load one."""
+    meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def shared():
     """One engine for the module (each vllm.LLM reserves its KV cache until the process ends); every test first
@@ -121,9 +128,7 @@ def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bu
     from lit_llm.stages import GRPOModule
     from tests.stages.conftest import Recorder, e_share, trainer
 
-    path = tmp_path / "base.ckpt"
-    meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
-    torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
+    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
     module = GRPOModule(init_from=str(path), reward_functions=[e_share], max_completion_length=8, num_generations=4,
                         learning_rate=1e-2, min_lr=1e-2, eval_generations=8, samples_every_n_steps=1000,
                         rollout_engine="vllm", vllm={"gpu_memory_utilization": 0.2, "enforce_eager": True})
@@ -151,9 +156,7 @@ def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage):
     from lit_llm.stages import GRPOModule, PPOModule
     from tests.stages.conftest import e_share, trainer
 
-    path = tmp_path / "base.ckpt"
-    meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
-    torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
+    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
     engine = {"rollout_engine": "vllm", "vllm": {"gpu_memory_utilization": 0.1, "enforce_eager": True}}
     steps = 4 if stage == "grpo" else 8  # PPO: 2 epochs x 2 minibatches per rollout batch
 
@@ -189,9 +192,7 @@ def test_evaluate_with_engine_vllm_scores_as_the_native_engine(bundle, shared, t
     from lit_llm.rollout.answers import evaluate_checkpoint
 
     shared.close()
-    path = tmp_path / "base.ckpt"
-    meta = {"stage": "causal_lm", "model_config": bundle.model.config.to_dict(), "tokenizer": bundle.tokenizer.to_json()}
-    torch.save({"state_dict": {f"model.{k}": v for k, v in bundle.model.state_dict().items()}, "lit_llm": meta}, path)
+    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
     native = evaluate_checkpoint(str(path), per_task=3, max_new_tokens=8)
     fast = evaluate_checkpoint(str(path), per_task=3, max_new_tokens=8, engine="vllm")
     assert fast.responses == native.responses and len(native.responses) >= 12
