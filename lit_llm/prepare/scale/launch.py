@@ -13,6 +13,7 @@ waiting on the one before through sbatch's afterok) and returns at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -26,20 +27,12 @@ from lit_llm.prepare.scale.layout import STAGES, STATS_FILE, Layout, Piece, load
 log = logging.getLogger(__name__)
 
 
-def executor_fingerprint(config, executor: ExecutorConfig) -> str:
-    """What a run's task files depend on besides the input files: the options (as in the config hash, less the
-    inputs, which `_invalidate_changed_inputs` follows task by task) and how the work is split."""
+def executor_fingerprint(options_hash: str, executor: ExecutorConfig) -> str:
+    """What a run's task files depend on besides the input files (which `_invalidate_changed_inputs` follows task
+    by task): the options (`lit_llm.prepare.run.options_hash`) and how the work is split."""
     from lit_llm.prepare import steps
-    from lit_llm.prepare.shards import file_digest
 
-    tokenizer = Path(config.tokenizer.path) if config.tokenizer.path else None
-    if tokenizer is not None and tokenizer.is_dir():
-        tokenizer = tokenizer / "tokenizer.json"
-    data = config.to_dict()
-    for irrelevant in ("output_dir", "cache_dir", "num_proc", "batch_size", "executor"):
-        data.pop(irrelevant)
-    return steps.fingerprint(data, file_digest(tokenizer) if tokenizer else None, steps.PIPELINE_VERSION, executor.tasks,
-                             executor.dedup_tasks)
+    return steps.fingerprint(options_hash, executor.tasks, executor.dedup_tasks)
 
 
 def task_inputs(pieces: list[list[Piece]]) -> list[list]:
@@ -66,19 +59,17 @@ def _dedup_tasks(executor: ExecutorConfig, n_columns: int) -> int:
     return max(1, min(executor.dedup_tasks or executor.tasks, n_columns))
 
 
-def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, Any]:
+def run_on_executor(config, config_hash: str, options_hash: str, force: bool = False) -> dict[str, Any]:
     """Prepare `config` (a PrepareConfig with an executor block) on its executor; returns the stats (for Slurm,
-    what was submitted)."""
+    what was submitted). `config_hash` and `options_hash` are `lit_llm.prepare.run`'s."""
     executor = config.executor
     require_packages(executor.type)
     layout = Layout(config.output_dir)
     layout.out.mkdir(parents=True, exist_ok=True)
-    key = executor_fingerprint(config, executor)
+    key = executor_fingerprint(options_hash, executor)
     pieces = plan_pieces(config.sources, executor.tasks)
-    lock = FolderLock(layout.out, "lit-llm prepare") if executor.type != "slurm" else None
-    if lock is not None:
-        lock.__enter__()
-    try:
+    # A Slurm run only submits: its jobs run after this returns, so there is nothing to hold here.
+    with FolderLock(layout.out, "lit-llm prepare") if executor.type != "slurm" else contextlib.nullcontext():
         if not force:
             done = _up_to_date(layout, config_hash, key)
             if done is not None:
@@ -93,17 +84,13 @@ def run_on_executor(config, config_hash: str, force: bool = False) -> dict[str, 
         for name, stage in zip(STAGES, stages):
             _run_stage(name, stage, layout)
         return load_json(layout.out / STATS_FILE)
-    finally:
-        if lock is not None:
-            lock.__exit__(None, None, None)
 
 
 def _run_stage(name: str, stage, layout: Layout) -> None:
     from lit_llm.prepare.scale.executors import task_error
-
-    shutil.rmtree(layout.logs(name) / "errors", ignore_errors=True)
     from lit_llm.prepare.steps import forks_die_with_this_process
 
+    shutil.rmtree(layout.logs(name) / "errors", ignore_errors=True)
     error = None
     try:
         # The local executor's forked workers (and its Manager) die with this process: a run killed by its PID
