@@ -376,9 +376,15 @@ class GPT(nn.Module):
             x = block(x, rope, mask, cache_start)
         return self.norm_f(x)
 
-    def forward(self, idx: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Logits (B, T, padded_vocab_size); keyword arguments as in `backbone`."""
-        return self.lm_head(self.backbone(idx, **kwargs))
+    def forward(self, idx: torch.Tensor, from_position: int = 0, hidden: bool = False, **kwargs: Any) -> Any:
+        """Logits (B, T, padded_vocab_size); keyword arguments as in `backbone`. With `from_position` only the
+        positions from there on; with `hidden`, (logits, the hidden states they come from). Whatever reads the
+        model goes through here, so an FSDP root gathers its own weights (embeddings, head) for it."""
+        states = self.backbone(idx, **kwargs)
+        if from_position:
+            states = states[:, from_position:]
+        logits = self.lm_head(states)
+        return (logits, states) if hidden else logits
 
     # ---- incremental decoding -------------------------------------------------------------------
 
@@ -418,8 +424,12 @@ class RewardModel(GPT):
         self.score_head = nn.Linear(config.n_embd, 1, bias=False)
         nn.init.normal_(self.score_head.weight, mean=0.0, std=1.0 / math.sqrt(config.n_embd + 1))
 
-    def forward(self, idx: torch.Tensor, last_index: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        """(B,) rewards: the head at `last_index` (B,) of each row, the last real token (default: the last column)."""
+    def forward(self, idx: torch.Tensor, last_index: torch.Tensor | None = None, every_position: bool = False,
+                **kwargs: Any) -> torch.Tensor:
+        """(B,) rewards: the head at `last_index` (B,) of each row, the last real token (default: the last column);
+        with `every_position`, `values`."""
+        if every_position:
+            return self.values(idx, **kwargs)
         hidden = self.backbone(idx, **kwargs)
         if last_index is None:
             last = hidden[:, -1]
@@ -428,7 +438,8 @@ class RewardModel(GPT):
         return self.score_head(last).squeeze(-1).float()
 
     def values(self, idx: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """(B, T) the head at every position: a critic's value estimate after each token."""
+        """(B, T) the head at every position: a critic's value estimate after each token. Under FSDP call the
+        wrapped model with `every_position=True` instead, so its root gathers its weights."""
         return self.score_head(self.backbone(idx, **kwargs)).squeeze(-1).float()
 
     def load_language_model(self, state_dict: dict[str, torch.Tensor], source: Any = "checkpoint") -> list[str]:

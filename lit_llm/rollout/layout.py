@@ -29,8 +29,8 @@ def response_logps(
     """Log-probs (B, R) of the response tokens under `net` (a GPT) at `temperature`, the (B, R, vocab_size)
     logits they come from, and the hidden states (B, R, n_embd) before each response token."""
     position_ids, mask = padded_positions_and_mask(valid)
-    hidden = net.backbone(ids, position_ids=position_ids, attention_mask=mask)[:, P - 1 : -1]
+    logits, hidden = net(ids, position_ids=position_ids, attention_mask=mask, from_position=P - 1, hidden=True)
     # Padded vocabulary entries are never sampled; dropping them gives the sampling distribution.
-    logits = net.lm_head(hidden)[..., :vocab_size].float() / temperature
+    logits, hidden = logits[:, :-1, :vocab_size].float() / temperature, hidden[:, :-1]
     logps = torch.gather(F.log_softmax(logits, -1), -1, ids[:, P:].unsqueeze(-1)).squeeze(-1)
     return logps, logits, hidden

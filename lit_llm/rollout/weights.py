@@ -1,7 +1,7 @@
 """The policy's full weights for a rollout engine, a part at a time: `weight_chunks(model)` yields lit_llm state
 dict chunks. A plain (or DDP) model gives one chunk, its state dict with LoRA adapters merged. A model sharded by
-FSDP (each Block a unit, then the root) gives one chunk per Block, gathered with `summon_full_params` while the
-chunk is in use, then the root's own weights (embeddings, final norm, head): no rank ever holds more than one
+FSDP (each Block a unit, then the root) gives the root's own weights (embeddings, final norm, head), then one chunk
+per Block, each gathered with `summon_full_params` while the chunk is in use: no rank ever holds more than one
 layer unsharded besides its shards. Every rank must take the chunks together (the gathers are collectives)."""
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ def weight_chunks(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         return
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
+    # The root first: its first gather also initializes FSDP's state for the whole tree, which a Block's gather
+    # before any forward pass would otherwise claim as a root of its own.
+    with FSDP.summon_full_params(model, recurse=False, writeback=False):
+        rest = {clean_name(n): p.detach() for n, p in model.named_parameters()}
+        yield {n: p for n, p in rest.items() if not n.startswith("blocks.")}
     inner = model.module if isinstance(model, FSDP) else model
     for i, block in enumerate(inner.blocks):
         with FSDP.summon_full_params(block, recurse=True, writeback=False):
             yield {f"blocks.{i}.{clean_name(n)}": p.detach() for n, p in block.named_parameters()}
-    with FSDP.summon_full_params(model, recurse=False, writeback=False):
-        rest = {clean_name(n): p.detach() for n, p in model.named_parameters()}
-        yield {n: p for n, p in rest.items() if not n.startswith("blocks.")}

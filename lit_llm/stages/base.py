@@ -19,7 +19,7 @@ from lit_llm.data.connect import DataInfo, DataSpec
 from lit_llm.errors import ConfigError
 from lit_llm.lora import LoRAConfig, apply_lora, frozen_parameter_names
 from lit_llm.model import GPT
-from lit_llm.stages.optim import build_adamw, total_grad_norm, warmup_cosine_scheduler
+from lit_llm.stages.optim import build_adamw, clip_sharded_grad_norm, total_grad_norm, warmup_cosine_scheduler
 from lit_llm.stages.policy import Policy
 from lit_llm.text.templates import style_to_dict
 
@@ -220,6 +220,23 @@ class Stage(LightningModule):
             if metrics:
                 self.log_dict({f"train/{k}": v for k, v in metrics.items()})
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def clip_grad_norm(self, optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+        """Clip the trained modules' gradient norm to `max_norm`; under FSDP the norm of all ranks' shards together
+        (Lightning's own norm clipping refuses FSDP)."""
+        if not self._sharded():
+            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+            return
+        clip_sharded_grad_norm(self._trained().parameters(), max_norm,
+                               lambda x: self.trainer.strategy.reduce(x, reduce_op="sum"))
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """`trainer.gradient_clip_val` by norm works under FSDP too (see `clip_grad_norm`)."""
+        if gradient_clip_val and self._sharded() and gradient_clip_algorithm in (None, "norm"):
+            self.clip_grad_norm(optimizer, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._logging_step():

@@ -425,7 +425,7 @@ class GRPOModule(Stage):
                         sums[k] = sums.get(k, 0.0) + float(v)
                     n += 1
                 if hp.max_grad_norm is not None:
-                    self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                    self.clip_grad_norm(optimizer, hp.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 self.rollout_engines.after_step(self.model)

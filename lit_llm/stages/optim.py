@@ -60,3 +60,16 @@ def total_grad_norm(parameters) -> torch.Tensor:
     if not grads:
         return torch.tensor(0.0)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+
+
+def clip_sharded_grad_norm(parameters, max_norm: float, reduce_sum) -> torch.Tensor:
+    """Clip gradients sharded over ranks (FSDP's, each rank holding a part of every gradient) to a total norm of
+    `max_norm`: the norm is that of all ranks' parts together (`reduce_sum` sums a tensor over ranks), and every
+    part is scaled by the same factor. Returns the norm before clipping."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    local = sum((g.detach().float().pow(2).sum() for g in grads), torch.zeros(()))
+    norm = reduce_sum(local.to(grads[0].device) if grads else local).sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.device, g.dtype))
+    return norm

@@ -92,11 +92,14 @@ class Policy:
         load: Callable[[nn.Module, dict[str, torch.Tensor], str], None] | None = None,
     ) -> nn.Module:
         """`network(config, wrap=wrap)` with the starting weights (`load(model, state, source)`, by default an exact
-        load of every parameter); under FSDP the root is wrapped last."""
+        load of every parameter). Under FSDP the root is wrapped before the weights go in: a full state dict loads
+        through the root (a Block loaded first would take itself for a root and break the first forward pass)."""
         model = network(self.config, wrap=wrap)
+        if wrap is not None:
+            model = wrap(model)
         if self.state is not None:
             (load or _load_exact)(model, self.state, self.init_from)
-        return wrap(model) if wrap is not None else model
+        return model
 
     def release(self) -> None:
         """Drop the starting weights once every network that needs them is built."""

@@ -211,10 +211,12 @@ class PPOModule(Stage):
         if self.hparams.value_model == "head":
             self.value_head = nn.Linear(n_embd, 1, bias=False)
             nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(n_embd + 1))
+            if wrap is not None:  # under FSDP every trained module is sharded (its gradients reduced) too
+                self.value_head = wrap(self.value_head)
         else:
-            self.critic = self._build_critic(self.policy.state)
+            self.critic = self._build_critic(self.policy.state, wrap)
 
-    def _build_critic(self, init_state: dict[str, torch.Tensor] | None) -> RewardModel:
+    def _build_critic(self, init_state: dict[str, torch.Tensor] | None, wrap: Any = None) -> RewardModel:
         hp = self.hparams
         path = hp.critic_init_from or hp.reward_model or hp.init_from
         if path == hp.init_from and init_state is not None:
@@ -225,8 +227,10 @@ class PPOModule(Stage):
             if self.tokenizer is not None and meta.get("tokenizer") not in (None, self.tokenizer.to_json()):
                 raise CheckpointError(f"critic checkpoint {path} uses a different tokenizer than the policy")
             config, state = Config.from_dict(meta["model_config"]), model_state(ckpt, path)
-        critic = RewardModel(config)
-        critic.load_language_model(state, source=path)
+        critic = RewardModel(config, wrap=wrap)
+        if wrap is not None:  # under FSDP the weights load through the wrapped root (see Policy.build)
+            critic = wrap(critic)
+        RewardModel.load_language_model(critic, state, source=path)
         if self.lora_config is not None:  # the critic gets its own adapters; its value head trains in full
             apply_lora(critic, self.lora_config, trainable=RewardModel.heads)
         return critic
@@ -251,7 +255,7 @@ class PPOModule(Stage):
             value = self.value_head(hidden).squeeze(-1).float()
         elif values:
             position_ids, mask = padded_positions_and_mask(valid)
-            value = self.critic.values(ids, position_ids=position_ids, attention_mask=mask)[:, P - 1 : -1]
+            value = self.critic(ids, position_ids=position_ids, attention_mask=mask, every_position=True)[:, P - 1 : -1]
         return logps, logits, value
 
     # ---- rollouts ---------------------------------------------------------------------------------
@@ -382,7 +386,7 @@ class PPOModule(Stage):
                         sums[k] = sums.get(k, 0.0) + float(v)
                     n += 1
                 if hp.max_grad_norm is not None:
-                    self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                    self.clip_grad_norm(optimizer, hp.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 self.rollout_engines.after_step(self.model)

@@ -49,7 +49,9 @@ class RewardModule(Stage):
         self._val_rewards: list[torch.Tensor] = []
 
     def _build_network(self, wrap: Any = None) -> torch.nn.Module:
-        return self.policy.build(RewardModel, wrap, load=lambda m, state, source: m.load_language_model(state, source))
+        # Unbound, so that under FSDP the weights load through the wrapped root (`m`), not the module inside it.
+        return self.policy.build(RewardModel, wrap, load=lambda m, state, source: RewardModel.load_language_model(
+            m, state, source))
 
     # ---- steps ------------------------------------------------------------------------------------
 

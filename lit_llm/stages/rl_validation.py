@@ -20,9 +20,12 @@ Scorer = Callable[[dict[str, Any], list[list[int]], RewardCounts], tuple[torch.T
 
 
 def check_can_generate(stage: Any, name: str) -> None:
-    """ConfigError unless `stage` can answer prompts: not under FSDP, and with a tokenizer from its checkpoint."""
-    if stage._sharded():
-        raise ConfigError(f"{name} runs on one device or with DDP; generating answers under FSDP is not supported")
+    """ConfigError unless `stage` can answer prompts: under FSDP only on the vLLM engine (lit_llm's own sampler
+    decodes block by block outside the root's forward, which FSDP forbids), and with a tokenizer from its
+    checkpoint."""
+    if stage._sharded() and stage.rollout_engines.engine is None:
+        raise ConfigError(f"{name} under FSDP generates with vLLM: set model.rollout_engine vllm (lit_llm's own "
+                          "sampler runs on one device or with DDP)")
     if stage.tokenizer is None:
         raise ConfigError(f"{stage.hparams.init_from} stores no tokenizer, so prompts cannot be answered")
 
