@@ -83,6 +83,7 @@ class VLLMEngine:
         kwargs: dict[str, Any] = {}
         if self.sleep and torch.cuda.is_available():
             kwargs["enable_sleep_mode"] = True
+        kwargs.update(self._colocation())
         self._llm = vllm.LLM(
             model=self._folder, skip_tokenizer_init=True, dtype=self.dtype if self.dtype != "auto" else dtype,
             max_model_len=self.max_model_len or model.config.block_size, enforce_eager=self.enforce_eager,
@@ -90,8 +91,22 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",  # after temperature, top-k and top-p: what the sampler drew from
             **kwargs,
         )
-        self._sleeps = bool(kwargs)
+        self._sleeps = bool(kwargs.get("enable_sleep_mode"))
         self._config = model.config.to_dict()
+
+    @staticmethod
+    def _colocation() -> dict[str, Any]:
+        """Under DDP or FSDP (a torch.distributed world of several ranks) each rank holds an engine of its own in
+        that world: vLLM's external-launcher mode, one tensor-parallel rank per engine, built on every rank
+        together (vLLM agrees its memory budget across them)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return {}
+        rank = dist.get_rank()
+        os.environ.setdefault("RANK", str(rank))
+        os.environ.setdefault("LOCAL_RANK", str(rank))
+        return {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1}
 
     def sync(self, model: nn.Module) -> None:
         """Load the policy's current weights (adapters merged) into the engine in place, one layer at a time

@@ -187,6 +187,81 @@ def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage):
         torch.testing.assert_close(a, b, msg=name)
 
 
+def _gathered(module) -> GPT:
+    """A plain GPT holding the FSDP-sharded policy's full weights."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    plain = GPT(module.config)
+    with FSDP.summon_full_params(module.model, writeback=False):
+        state = {n.replace("_fsdp_wrapped_module.", ""): p.detach().clone() for n, p in module.model.named_parameters()}
+    plain.load_state_dict(state, strict=False)
+    return plain.eval()
+
+
+@pytest.mark.parametrize("stage", ["grpo", "ppo"])
+def test_grpo_and_ppo_run_under_fsdp_on_the_vllm_engine(bundle, shared, tmp_path, stage):
+    """Under FSDP (one CPU rank) the policy is sharded, generation runs on vLLM, and each sync gathers the
+    policy a layer at a time: after training, the engine's greedy answers are those of the gathered policy, and
+    the logged log-prob gap is ~0. PPO with a critic (a sharded reward model of its own)."""
+    from lit_llm.data.rl_prompts import PromptDataModule
+    from lit_llm.stages import GRPOModule, PPOModule
+    from tests.fsdp_cpu import CPUFSDPStrategy
+    from tests.stages.conftest import Recorder, e_share, trainer
+
+    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
+    common = dict(init_from=str(path), learning_rate=1e-2, min_lr=1e-2, eval_generations=4,
+                  samples_every_n_steps=1000, rollout_engine="vllm", vllm={"gpu_memory_utilization": 0.1})
+    if stage == "grpo":
+        module = GRPOModule(reward_functions=[e_share], max_completion_length=8, num_generations=4, **common)
+    else:
+        module = PPOModule(reward_function=e_share, value_model="critic", max_new_tokens=8, num_ppo_epochs=1,
+                           **common)
+    module.rollout_engines.engine = shared
+    dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
+                          val_examples_per_task=1, seed=3)
+    recorder = Recorder()
+    trainer(tmp_path, max_steps=2, strategy=CPUFSDPStrategy(), callbacks=[recorder], log_every_n_steps=1,
+            val_check_interval=2, check_val_every_n_epoch=None).fit(module, dm)
+    assert type(module.model).__name__ == "FullyShardedDataParallel"
+    if stage == "ppo":
+        assert type(module.critic).__name__ == "FullyShardedDataParallel"
+    assert module.rollout_engines.updates == 2
+    gaps = [s["rollout/logprob_diff_max"] for s in recorder.steps if "rollout/logprob_diff_max" in s]
+    assert gaps and max(gaps) < 1e-3
+    assert recorder.validations and "val/score" in recorder.validations[-1]
+    plain = _gathered(module)
+    assert not torch.equal(plain.wte.weight, bundle.model.wte.weight), "the policy should have trained"
+    prompts = [bundle.tokenizer.encode(q) for q in QUESTIONS]
+    native = RolloutSampler.for_style(bundle.tokenizer, None, max_new_tokens=8)
+    assert module.sampler.generate(module.model, prompts, seed=0, greedy=True) == native.generate(
+        plain, prompts, seed=0, greedy=True)
+
+
+def test_two_fsdp_ranks_each_sync_their_own_engine(bundle, tmp_path):
+    """GRPO under FSDP on two CPU processes, an engine on each rank (vLLM's external-launcher mode in the
+    training world): both ranks end with the same policy, and each engine answers as that policy does."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK"):
+        env.pop(key, None)  # the in-process runs before set them; this run picks its own port
+    result = subprocess.run([sys.executable, str(root / "tests/rollout/fsdp_vllm_run.py"), str(path), str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=root)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["updates"] for r in ranks] == [2, 2]
+    assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
+    for r in ranks:
+        assert r["gaps"] and max(r["gaps"]) < 1e-3
+        assert r["engine"] == r["native"]
+
+
 def test_evaluate_with_engine_vllm_scores_as_the_native_engine(bundle, shared, tmp_path):
     """Last: `--engine vllm` builds an engine of its own, so the module's is closed first."""
     from lit_llm.rollout.answers import evaluate_checkpoint
