@@ -89,9 +89,11 @@ def gae(
 
 
 def ppo_policy_loss(
-    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_range: float
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_range: float,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The clipped surrogate, mean over tokens of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)).
+    """The clipped surrogate, mean over tokens of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)), each token's
+    term times its `weight` when given (truncated importance sampling, `truncated_is_weights`).
 
     Returns the loss and detached statistics: `clipfrac` (share of tokens where the clipped term is taken),
     `approxkl` (0.5 * mean squared log-ratio), `ratio` (mean ratio) and `ratio_var`.
@@ -100,7 +102,8 @@ def ppo_policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = masked_mean(per_token if weights is None else per_token * weights, mask)
     with torch.no_grad():
         ratio_mean = masked_mean(ratio, mask)
         stats = {
@@ -110,6 +113,22 @@ def ppo_policy_loss(
             "ratio_var": masked_mean((ratio - ratio_mean) ** 2, mask),
         }
     return loss, stats
+
+
+def truncated_is_weights(
+    train_logps: torch.Tensor, rollout_logps: torch.Tensor, mask: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Truncated importance sampling for rollouts drawn by another engine (vLLM) than the training model (Yao et
+    al. 2025, "Your efficient RL framework secretly brings you off-policy RL training"; verl's `tis_imp_ratio_cap`):
+    per token min(pi_train(y) / pi_rollout(y), cap), detached, 1 off the mask. The policy-gradient term of each
+    token is multiplied by it, correcting for the engines' mismatch. Returns the weights and
+    `rollout/tis_weight_mean` and `rollout/tis_truncated_frac` (share of tokens whose ratio exceeded the cap)."""
+    with torch.no_grad():
+        ratio = torch.exp(train_logps.float() - rollout_logps.float())
+        weights = torch.where(mask, ratio.clamp(max=cap), torch.ones_like(ratio))
+        stats = {"rollout/tis_weight_mean": masked_mean(weights, mask),
+                 "rollout/tis_truncated_frac": masked_mean((ratio > cap).float(), mask)}  # fmt: skip
+    return weights, stats
 
 
 def ppo_value_loss(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lit_llm.rl import (
+    truncated_is_weights,
     adaptive_kl_coef,
     entropy_from_logits,
     gae,
@@ -303,3 +304,31 @@ def test_entropy_gradient_with_minus_inf_logits_is_finite() -> None:
 def test_adaptive_kl_coef(kl, n_steps, expected) -> None:
     """coef * (1 + clip(kl / target - 1, +-0.2) * n_steps / horizon), target 5 and horizon 100."""
     assert adaptive_kl_coef(0.1, kl, target=5.0, horizon=100, n_steps=n_steps) == pytest.approx(expected)
+
+
+def test_truncated_is_weights_by_hand() -> None:
+    """min(pi_train / pi_rollout, cap) per token, 1 off the mask, no gradient; mean and truncated share over the
+    mask."""
+    train = torch.log(t([[0.5, 0.2, 0.3], [0.3, 0.6, 0.05]])).requires_grad_(True)
+    rollout = torch.log(t([[0.25, 0.4, 0.3], [0.1, 0.6, 0.5]]))
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    weights, stats = truncated_is_weights(train, rollout, mask, cap=2.0)
+    # ratios: 2, 0.5, 1 / 3 -> 2, 1 / (masked: 0.1 -> 1)
+    torch.testing.assert_close(weights, t([[2.0, 0.5, 1.0], [2.0, 1.0, 1.0]]), check_dtype=False)
+    assert not weights.requires_grad
+    assert stats["rollout/tis_weight_mean"].item() == pytest.approx((2 + 0.5 + 1 + 2 + 1) / 5)
+    assert stats["rollout/tis_truncated_frac"].item() == pytest.approx(1 / 5)  # only the 3 exceeds the cap
+
+
+def test_policy_loss_weights_scale_each_tokens_term() -> None:
+    """With weights the loss is the masked mean of weight * max(-A r, -A clip(r)); its gradient scales alike."""
+    old = t([[-1.0, -2.0], [-0.5, -0.7]])
+    logps = (old + t([[0.1, -0.3], [0.0, 0.0]])).requires_grad_(True)
+    adv, mask = t([[1.0, -2.0], [3.0, 5.0]]), torch.tensor([[True, True], [True, False]])
+    weights = t([[2.0, 0.5], [1.0, 7.0]])
+    loss, _ = ppo_policy_loss(logps, old, adv, mask, EPS, weights)
+    terms = [-math.exp(0.1) * 2.0, max(-(-2.0) * math.exp(-0.3), 2.0 * (1 - EPS)) * 0.5, -3.0 * 1.0]
+    assert loss.item() == pytest.approx(sum(terms) / 3)
+    loss.backward()
+    assert logps.grad[0, 0].item() == pytest.approx(-math.exp(0.1) * 2.0 / 3)
+    assert logps.grad[1, 1].item() == 0.0

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lit_llm.errors import ConfigError
+from lit_llm.rl import truncated_is_weights
 from lit_llm.rollout.layout import layout as rollout_layout
 from lit_llm.rollout.layout import response_logps
 
@@ -18,7 +19,8 @@ VLLM_OPTIONS = ("gpu_memory_utilization", "max_model_len", "enforce_eager", "sle
 
 
 class RolloutEngines:
-    def __init__(self, kind: str, options: dict[str, Any] | None, sync_every: int) -> None:
+    def __init__(self, kind: str, options: dict[str, Any] | None, sync_every: int, tis_cap: float | None = None
+                 ) -> None:  # fmt: skip
         if kind not in ("native", "vllm"):
             raise ConfigError(f"model.rollout_engine must be 'native' or 'vllm', got {kind!r}")
         if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
@@ -28,7 +30,14 @@ class RolloutEngines:
             raise ConfigError(f"model.vllm: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(VLLM_OPTIONS)}")
         if options and kind != "vllm":
             raise ConfigError("model.vllm options are set but model.rollout_engine is 'native'; set it to 'vllm'")
-        self.sync_every = sync_every
+        if tis_cap is not None and (isinstance(tis_cap, bool) or not isinstance(tis_cap, (int, float))
+                                    or tis_cap <= 0):
+            raise ConfigError(f"model.tis_cap must be a number > 0 or null, got {tis_cap!r}")
+        if tis_cap is not None and kind != "vllm":
+            raise ConfigError("model.tis_cap corrects for the vLLM engine's sampling (its log-probs against the "
+                              "training model's); with model.rollout_engine native the sampler is the training "
+                              "model: set rollout_engine vllm or drop tis_cap")
+        self.sync_every, self.tis_cap = sync_every, tis_cap
         self.updates = 0
         self.engine = None
         if kind == "vllm":
@@ -71,3 +80,25 @@ class RolloutEngines:
                 for k, i in enumerate(rows)]
         gap = torch.cat(gaps)
         return {"rollout/logprob_diff_mean": float(gap.mean()), "rollout/logprob_diff_max": float(gap.max())}
+
+    def last_logps(self, count: int) -> list[list[float]]:
+        """The engine's log-probs of each token of the `count` answers it last generated; empty lists for the
+        native engine."""
+        theirs = getattr(self.engine, "last_logprobs", None)
+        if not theirs or len(theirs) != count:
+            return [[] for _ in range(count)]
+        return [list(row) for row in theirs]
+
+    def tis_weights(self, train_logps: torch.Tensor, engine_logps: list[list[float]], mask: torch.Tensor
+                    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:  # fmt: skip
+        """With `tis_cap`: the truncated importance weights (B, R) of the training model's log-probs `train_logps`
+        against the engine's, and their statistics; else (None, {})."""
+        if self.tis_cap is None:
+            return None, {}
+        rollout = torch.zeros_like(train_logps, dtype=torch.float32)
+        for i, row in enumerate(engine_logps):
+            n = min(len(row), rollout.size(1))
+            rollout[i, :n] = torch.tensor(row[:n], dtype=torch.float32)
+        covered = torch.tensor([[t < len(row) for t in range(rollout.size(1))] for row in engine_logps],
+                               dtype=torch.bool, device=train_logps.device).reshape(rollout.shape)
+        return truncated_is_weights(train_logps, rollout.to(train_logps.device), mask & covered, self.tis_cap)

@@ -28,6 +28,7 @@ class Groups:
     scores: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # the weighted reward of each answer
     valid: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))  # its reward counts
     per_source: dict[str, torch.Tensor] = field(default_factory=dict)  # each reward's scores, by name
+    engine_logps: list[list[float]] = field(default_factory=list)  # the vLLM engine's, of each answer's tokens
 
     @property
     def count(self) -> int:

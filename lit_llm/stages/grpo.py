@@ -115,6 +115,9 @@ class GRPOModule(Stage):
             `lit_llm.rollout.engines.VLLMEngine`, synced with the policy after every `sync_every` optimizer steps).
         vllm: the vLLM engine's options: gpu_memory_utilization, max_model_len, enforce_eager, sleep, dtype.
         sync_every: optimizer steps between two weight syncs into the vLLM engine.
+        tis_cap: with the vLLM engine, truncated importance sampling: each token's policy-gradient term is weighted
+            by min(pi_train / pi_vllm, tis_cap) of the token it sampled (verl's tis_imp_ratio_cap; 2 is usual);
+            logged as rollout/tis_weight_mean and rollout/tis_truncated_frac. None: off.
         **kwargs: the options every stage takes (`lit_llm.stages.base.Stage`); `init_from` (usually SFT) is
             required. This stage's defaults: learning_rate 1e-6, min_lr 1e-7, eval_generations 200. Use
             max_completion_length, not max_new_tokens.
@@ -160,6 +163,7 @@ class GRPOModule(Stage):
         rollout_engine: Literal["native", "vllm"] = "native",
         vllm: dict[str, Any] | None = None,
         sync_every: int = 1,
+        tis_cap: float | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("max_new_tokens") is not None:
@@ -180,7 +184,7 @@ class GRPOModule(Stage):
         self.sampler: RolloutSampler | None = None
         self.buffer: GroupBuffer | None = None
         self.validation = RolloutValidation(self.hparams.eval_generations, self.hparams.sample_generations)
-        self.rollout_engines = RolloutEngines(rollout_engine, vllm, sync_every)
+        self.rollout_engines = RolloutEngines(rollout_engine, vllm, sync_every, tis_cap)
         self.generation_batches = 0
         self.episodes = 0
         self._seconds = [0.0, 0.0]  # generating and scoring since the last update
@@ -253,6 +257,7 @@ class GRPOModule(Stage):
         generated = time.perf_counter()
         self._seconds[0] += generated - start
         groups = Groups(G, prompts, responses, ended)
+        groups.engine_logps = self.rollout_engines.last_logps(len(responses))
         for key in ("messages", "tasks", "references"):
             setattr(groups, key, [value for value in batch[key] for _ in range(G)])
         groups.texts = [self.tokenizer.decode(r) for r in responses]
@@ -311,10 +316,12 @@ class GRPOModule(Stage):
         # the policy is still the sampler, ratio 1), and REINFORCE++'s side of the KL in the reward.
         keeps_old = hp.num_iterations > 1 or hp.num_mini_batches > 1
         kl_in_reward = self.kl_in_reward and self.reference is not None
-        if keeps_old or kl_in_reward:
+        if keeps_old or kl_in_reward or hp.tis_cap is not None:
             sampler_logps = self._log_probs(self.model, exp)
             if keeps_old:
                 exp["old_logps"] = sampler_logps
+            exp["tis_weights"], exp["tis_stats"] = self.rollout_engines.tis_weights(sampler_logps,
+                                                                                  groups.engine_logps, mask)
         if self.reference is not None:
             with self.reference.network() as reference:
                 exp["ref_logps"] = self._log_probs(reference, exp)
@@ -352,6 +359,7 @@ class GRPOModule(Stage):
         self._seconds = [0.0, 0.0]
         stats.update(self._batch_stats)
         stats.update(self._answer_stats(train_groups, exp))
+        stats.update(exp.get("tis_stats") or {})
         self.episodes += len(train_groups.prompts) * self.trainer.world_size
         stats["episode"] = torch.tensor(float(self.episodes))
         stats["lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
@@ -443,6 +451,8 @@ class GRPOModule(Stage):
         log_ratio = importance_log_ratio(logps, old, mask, hp.importance_sampling_level)
         per_token, clip = clipped_surrogate(log_ratio, exp["advantages"][rows], hp.epsilon_low, self.epsilon_high,
                                             hp.delta)  # fmt: skip
+        if exp.get("tis_weights") is not None:
+            per_token = per_token * exp["tis_weights"][rows]
         stats = {}
         if "ref_logps" in exp:
             kl = kl_estimate(logps, exp["ref_logps"][rows], "k3")

@@ -96,6 +96,9 @@ class PPOModule(Stage):
             `lit_llm.rollout.engines.VLLMEngine`, synced with the policy after every `sync_every` optimizer steps).
         vllm: the vLLM engine's options: gpu_memory_utilization, max_model_len, enforce_eager, sleep, dtype.
         sync_every: optimizer steps between two weight syncs into the vLLM engine.
+        tis_cap: with the vLLM engine, truncated importance sampling: each token's policy-gradient term is weighted
+            by min(pi_train / pi_vllm, tis_cap) of the token it sampled (verl's tis_imp_ratio_cap; 2 is usual);
+            logged as rollout/tis_weight_mean and rollout/tis_truncated_frac. None: off.
         **kwargs: the options every stage takes (`lit_llm.stages.base.Stage`); `init_from` (usually SFT) is
             required: the policy and the reference start from it; `max_new_tokens` is the longest response and
             `eval_generations` the held-out prompts answered at each validation run (the rest of the val set is
@@ -143,6 +146,7 @@ class PPOModule(Stage):
         rollout_engine: Literal["native", "vllm"] = "native",
         vllm: dict[str, Any] | None = None,
         sync_every: int = 1,
+        tis_cap: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -174,7 +178,7 @@ class PPOModule(Stage):
         self.reward_source: Any = None  # a plain object, so a reward model is neither trained nor saved
         self.sampler: RolloutSampler | None = None
         self.validation = RolloutValidation(self.hparams.eval_generations, self.hparams.sample_generations)
-        self.rollout_engines = RolloutEngines(rollout_engine, vllm, sync_every)
+        self.rollout_engines = RolloutEngines(rollout_engine, vllm, sync_every, tis_cap)
         self.kl_coef = kl_coef
         self.reward_counts = RewardCounts()
         self.episodes = 0
@@ -291,6 +295,7 @@ class PPOModule(Stage):
         hp = self.hparams
         start = time.perf_counter()
         layout, responses = self._rollout(batch["prompt_ids"])
+        engine_logps = self.rollout_engines.last_logps(len(responses))
         generated = time.perf_counter()
         ids, valid, P = layout["ids"], layout["valid"], layout["P"]
         was_training = self.model.training
@@ -318,10 +323,12 @@ class PPOModule(Stage):
         advantages, returns = gae(rewards, values, mask, hp.gamma, hp.lam)
         advantages = masked_whiten(advantages, mask, reduce=self._reduce_sum)
         rows = scored.float()
+        tis_weights, tis_stats = self.rollout_engines.tis_weights(logps, engine_logps, mask)
         return {
             **layout, "mask": mask, "logps": logps, "values": values, "advantages": advantages, "returns": returns,
-            "scores": scores, "scored": scored, "texts": texts,
+            "scores": scores, "scored": scored, "texts": texts, "tis_weights": tis_weights,
             "stats": {
+                **tis_stats,
                 "objective/kl": masked_mean(kl.sum(1), scored),
                 "objective/entropy": masked_mean((entropy * mask).sum(1), scored),
                 "objective/non_score_reward": masked_mean(non_score.sum(1), scored),
@@ -400,7 +407,8 @@ class PPOModule(Stage):
             self.model, exp["ids"][rows], exp["valid"][rows], exp["P"], values=True
         )
         mask = exp["mask"][rows]
-        pg_loss, pg = ppo_policy_loss(logps, exp["logps"][rows], exp["advantages"][rows], mask, hp.cliprange)
+        weights = exp["tis_weights"][rows] if exp["tis_weights"] is not None else None
+        pg_loss, pg = ppo_policy_loss(logps, exp["logps"][rows], exp["advantages"][rows], mask, hp.cliprange, weights)
         vf_loss, vf_clipfrac = ppo_value_loss(
             values, exp["values"][rows], exp["returns"][rows], mask, hp.cliprange_value
         )

@@ -187,6 +187,38 @@ def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage):
         torch.testing.assert_close(a, b, msg=name)
 
 
+@pytest.mark.parametrize("stage, cap", [("grpo", 2.0), ("grpo", 0.5), ("ppo", 0.5)])
+def test_truncated_importance_sampling_weights_follow_the_engines_log_probs(bundle, shared, tmp_path, stage, cap):
+    """tis_cap: in fp32 the engine's log-probs are the training model's, so every ratio is ~1: with a cap of 2
+    the weights are ~1 and none is truncated; with a cap of 0.5 every token is truncated to exactly 0.5."""
+    from lit_llm.data.rl_prompts import PromptDataModule
+    from lit_llm.stages import GRPOModule, PPOModule
+    from tests.stages.conftest import Recorder, e_share, trainer
+
+    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
+    common = dict(init_from=str(path), learning_rate=1e-2, min_lr=1e-2, eval_generations=0,
+                  samples_every_n_steps=1000, rollout_engine="vllm", tis_cap=cap)
+    if stage == "grpo":
+        module = GRPOModule(reward_functions=[e_share], max_completion_length=8, num_generations=4, **common)
+    else:
+        module = PPOModule(reward_function=e_share, value_model="head", max_new_tokens=8, num_ppo_epochs=1,
+                           **common)
+    module.rollout_engines.engine = shared
+    dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
+                          val_examples_per_task=1, seed=3)
+    recorder = Recorder()
+    trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[recorder], log_every_n_steps=1).fit(module, dm)
+    logged = [s for s in recorder.steps if "rollout/tis_weight_mean" in s]
+    assert logged
+    for step in logged:
+        if cap == 2.0:
+            assert step["rollout/tis_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+            assert step["rollout/tis_truncated_frac"] == 0.0
+        else:
+            assert step["rollout/tis_weight_mean"] == pytest.approx(0.5, abs=1e-7)
+            assert step["rollout/tis_truncated_frac"] == 1.0  # every ratio is ~1, above the cap
+
+
 def _gathered(module) -> GPT:
     """A plain GPT holding the FSDP-sharded policy's full weights."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP

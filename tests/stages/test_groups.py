@@ -31,6 +31,7 @@ def make_groups(group_scores: list[list[float]], tag: str = "", valid: list[list
         "verify": torch.tensor([float(10 * gi + j) for gi, j in rows]),
         "format": torch.tensor([float(-gi) for gi, _ in rows]),
     }
+    g.engine_logps = [[-float(gi), -float(j)] for gi, j in rows]
     return g
 
 
@@ -51,6 +52,7 @@ def assert_rows(g: Groups, rows: list[tuple[int, int]], tag: str = "") -> None:
     assert g.per_source["verify"].tolist() == [float(10 * gi + j) for gi, j in rows]
     assert g.per_source["format"].tolist() == [float(-gi) for gi, _ in rows]
     assert sorted(g.per_source) == ["format", "verify"]
+    assert g.engine_logps == [[-float(gi), -float(j)] for gi, j in rows]
 
 
 # ---- Groups -------------------------------------------------------------------------------------------------

@@ -203,6 +203,8 @@ def takes_three(prompt: str, response: str, extra: str) -> float:
         (dict(rollout_engine="vllm", vllm={"gpu_util": 0.5}), r"model.vllm: unknown key\(s\) gpu_util; valid keys"),
         (dict(vllm={"enforce_eager": True}), "model.vllm options are set but model.rollout_engine is 'native'"),
         (dict(sync_every=0), "model.sync_every must be an integer >= 1, got 0"),
+        (dict(tis_cap=2.0), "model.tis_cap corrects for the vLLM engine's sampling"),
+        (dict(rollout_engine="vllm", tis_cap=0.0), "model.tis_cap must be a number > 0 or null, got 0.0"),
     ],
 )
 def test_bad_options_are_rejected_naming_the_option(base_checkpoint, kwargs, match):
@@ -247,3 +249,22 @@ def test_reference_answers_reach_reward_functions_that_take_them(base_checkpoint
     module = grpo(base_checkpoint, reward_functions=[with_reference])
     trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(module, datamodule=prompts(base_checkpoint))
     assert len(seen) == 32 and all(isinstance(r, str) and r for r in seen)
+
+
+def test_tis_weights_align_the_engines_log_probs_with_the_answers_tokens() -> None:
+    """Each answer's engine log-probs fill its row from the first response token; tokens without one (past the
+    engine's answer, or the native engine's empty rows) get weight 1, as do those off the mask."""
+    import math
+
+    from lit_llm.stages.engine_sync import RolloutEngines
+
+    engines = RolloutEngines("vllm", None, 1, tis_cap=1.5)
+    train = torch.log(torch.tensor([[0.5, 0.2, 0.3], [0.4, 0.9, 0.1]]))
+    engine = [[math.log(0.25), math.log(0.4)], []]  # row 0: two tokens known; row 1: none
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    weights, stats = engines.tis_weights(train, engine, mask)
+    # Row 0: 0.5 / 0.25 = 2 -> cap 1.5, 0.2 / 0.4 = 0.5, third token not covered -> 1; row 1 uncovered -> 1.
+    torch.testing.assert_close(weights, torch.tensor([[1.5, 0.5, 1.0], [1.0, 1.0, 1.0]]))
+    assert float(stats["rollout/tis_weight_mean"]) == pytest.approx(1.0)  # (1.5 + 0.5) / 2 covered tokens
+    assert float(stats["rollout/tis_truncated_frac"]) == pytest.approx(0.5)
+    assert RolloutEngines("native", None, 1).tis_weights(train, engine, mask) == (None, {})
