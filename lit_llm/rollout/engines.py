@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,8 +69,6 @@ class VLLMEngine:
         is written), which `sync` then overwrites with the policy's."""
         import json
 
-        import torch
-
         try:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine lives in this process
             import vllm
@@ -80,10 +79,7 @@ class VLLMEngine:
         self._folder = tempfile.mkdtemp(prefix="lit-llm-vllm-")
         with open(os.path.join(self._folder, "config.json"), "w") as f:
             json.dump({**hf, "torch_dtype": str(dtype)[6:]}, f)
-        kwargs: dict[str, Any] = {}
-        if self.sleep and torch.cuda.is_available():
-            kwargs["enable_sleep_mode"] = True
-        kwargs.update(self._colocation())
+        kwargs = {**self._sleep_mode(), **self._colocation()}
         self._llm = vllm.LLM(
             model=self._folder, skip_tokenizer_init=True, dtype=self.dtype if self.dtype != "auto" else dtype,
             max_model_len=self.max_model_len or model.config.block_size, enforce_eager=self.enforce_eager,
@@ -93,6 +89,19 @@ class VLLMEngine:
         )
         self._sleeps = bool(kwargs.get("enable_sleep_mode"))
         self._config = model.config.to_dict()
+
+    def _sleep_mode(self) -> dict[str, Any]:
+        """vLLM's sleep mode (weights and KV cache released between rollouts) where the platform has it: CUDA.
+        Elsewhere `sleep` is ignored, with a warning."""
+        import torch
+
+        if not self.sleep:
+            return {}
+        if torch.cuda.is_available():
+            return {"enable_sleep_mode": True}
+        warnings.warn("rollout sleep: vLLM's sleep mode needs CUDA; the engine keeps its memory between rollouts "
+                      "here", stacklevel=3)
+        return {}
 
     @staticmethod
     def _colocation() -> dict[str, Any]:

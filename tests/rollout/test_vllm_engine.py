@@ -113,6 +113,26 @@ def test_lora_adapters_are_merged_for_the_sync_and_the_logprob_gap_is_about_zero
     assert gap < 1e-3
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA sleep mode is used (the test below)")
+def test_sleep_mode_is_skipped_with_a_warning_where_the_platform_has_none():
+    with pytest.warns(UserWarning, match="vLLM's sleep mode needs CUDA"):
+        assert VLLMEngine(sleep=True)._sleep_mode() == {}
+    assert VLLMEngine()._sleep_mode() == {}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM's sleep mode needs CUDA")
+def test_sleep_mode_frees_the_engine_between_rollouts_and_wakes_it_for_the_next(bundle):
+    model = copy.deepcopy(bundle.model).cuda()
+    engine = VLLMEngine(sleep=True, gpu_memory_utilization=0.2, enforce_eager=True)
+    prompts = [bundle.tokenizer.encode(q) for q in QUESTIONS]
+    first = engine.generate(model, prompts, max_new_tokens=8, temperature=0)
+    assert engine._sleeps and engine._asleep  # asleep after each rollout
+    engine.sync(model)  # wakes it to load the weights
+    assert engine.generate(model, prompts, max_new_tokens=8, temperature=0) == first
+    engine.close()
+
+
 def test_a_model_without_a_hugging_face_layout_gets_one_clear_message(bundle):
     model = GPT(Config.from_name("tiny", n_layer=1, n_embd=32, n_head=2, intermediate_size=64, vocab_size=64,
                                  smear=True))
