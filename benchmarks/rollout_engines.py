@@ -5,7 +5,8 @@ GRPO step spent generating with each. Run it in the vLLM environment (`make test
 For each shape of `--shapes` (tiny, llama-125m), a random model of that preset (saved as a checkpoint, nothing is downloaded) answers
 `--batch` prompts of 16 tokens with `--new-tokens` sampled tokens (temperature 1, no stop token, so every answer is
 full length), native and vLLM alternated A B A B over `--repeats` rounds; medians. The sync is `VLLMEngine.sync`
-(the policy's weights exported and reloaded in place), median of 3. The GRPO share runs GRPOModule for `--steps`
+(the policy's weights converted and reloaded in place a layer at a time), median of 3, from the plain model and
+from an FSDP-sharded copy on this one process (each layer gathered in turn), alternated. The GRPO share runs GRPOModule for `--steps`
 rollout batches (4 prompts x 8 answers of 16 tokens, after one untimed) with each engine and reads its timers
 (time/generate, time/score, time/train). The last line is the headline.
 
@@ -50,13 +51,35 @@ def tokens_per_s(args, engine: VLLMEngine, model: GPT) -> dict[str, float]:
     return {name: n / statistics.median(t) for name, t in times.items()}
 
 
-def sync_seconds(engine: VLLMEngine, model: GPT) -> float:
-    times = []
+def sync_seconds(engine: VLLMEngine, models: dict[str, torch.nn.Module]) -> dict[str, float]:
+    """Median seconds of `engine.sync` from each model, alternated A B over 3 rounds."""
+    times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(3):
-        t0 = time.perf_counter()
-        engine.sync(model)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            engine.sync(model)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def fsdp_copy(model: GPT) -> torch.nn.Module:
+    """`model` sharded by FSDP on this one CPU process (each Block, then the root), loaded as the stages load it: the
+    sync then gathers it a layer at a time."""
+    import functools
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from lit_llm.checkpoint import load_weights
+
+    if not dist.is_initialized():  # vLLM's engine made one (world size 1); else make it
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29517")
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    wrap = functools.partial(FSDP, device_id=torch.device("cpu"), use_orig_params=True)
+    sharded = wrap(GPT(model.config, wrap=wrap))
+    load_weights(sharded, model.state_dict(), "benchmark")
+    return sharded.eval()
 
 
 def grpo_share(args, init: Path, folder: Path, engine: VLLMEngine) -> dict[str, dict[str, float]]:
@@ -136,16 +159,19 @@ def main() -> None:
             model = load_model(init)[0].eval()
             engine = VLLMEngine(gpu_memory_utilization=0.2, max_model_len=256, enforce_eager=True)
             rates = tokens_per_s(args, engine, model)
-            sync = sync_seconds(engine, model)
+            syncs = sync_seconds(engine, {"plain": model, "fsdp": fsdp_copy(model)})
+            sync = syncs["plain"]
             share = grpo_share(args, init, Path(tmp), engine)
         print(f"[{preset}] generated tokens/s: native {rates['native']:,.0f}, vllm {rates['vllm']:,.0f} seeded per "
               f"answer, {rates['vllm_unseeded']:,.0f} unseeded (vllm/native {rates['vllm'] / rates['native']:.2f}, "
-              f"{rates['vllm_unseeded'] / rates['native']:.2f}); sync {sync * 1000:.0f} ms", flush=True)
+              f"{rates['vllm_unseeded'] / rates['native']:.2f}); sync {sync * 1000:.0f} ms, from the FSDP-sharded "
+              f"policy (one rank, gathered layer by layer) {syncs['fsdp'] * 1000:.0f} ms", flush=True)
         for name, s in share.items():
             print(f"[{preset}] GRPO step ({name}): generate {s['generate']:.2f} s, score {s['score']:.2f} s, "
                   f"train {s['train']:.2f} s: generating {100 * s['share']:.0f}%", flush=True)
         headline.append(f"{preset} vllm/native {rates['vllm'] / rates['native']:.2f} seeded, "
-                        f"{rates['vllm_unseeded'] / rates['native']:.2f} unseeded, sync {sync * 1000:.0f} ms, "
+                        f"{rates['vllm_unseeded'] / rates['native']:.2f} unseeded, sync {sync * 1000:.0f} ms "
+                        f"({syncs['fsdp'] * 1000:.0f} ms under FSDP), "
                         f"GRPO generating {100 * share['native']['share']:.0f}% native / "
                         f"{100 * share['vllm']['share']:.0f}% vllm")
     print("headline: " + "; ".join(headline))
