@@ -52,6 +52,7 @@ class VLLMEngine:
         self._llm = None
         self._folder: str | None = None
         self._asleep = False
+        self._stale = False  # the policy has changed since the last sync: sync before the next generation
 
     # ---- building and syncing ------------------------------------------------------------------
 
@@ -139,6 +140,12 @@ class VLLMEngine:
         in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
         weights = tensors() if in_process else list(tensors())
         self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self._stale = False
+
+    def mark_stale(self) -> None:
+        """The policy has changed (an update, restored weights): the next `generate` syncs first. Under DDP and
+        FSDP every rank generates together, so they sync together."""
+        self._stale = True
 
     # ---- generating ----------------------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if self._llm is None or self._config != model.config.to_dict():
+        if self._llm is None or self._stale or self._config != model.config.to_dict():
             self.sync(model)
         self._wake()
         if row_seeds is None:

@@ -1,7 +1,8 @@
 """`RolloutEngines`: the RL stages' choice of generation engine (`rollout_engine: native | vllm`) and keeping the
-vLLM engine's weights in step with the policy: synced after every `sync_every` optimizer steps. The engine's own
-log-probs of the tokens it sampled are compared with the training model's (`rollout/logprob_diff_mean`, `max`):
-the training-inference mismatch. The loss always uses the training model's."""
+vLLM engine's weights in step with the policy: synced before it generates once `sync_every` optimizer steps have
+passed. The engine's own log-probs of the tokens it sampled are compared with the training model's
+(`rollout/logprob_diff_mean`, `max`): the training-inference mismatch. The loss always uses the training model's,
+and `tis_cap` weights it by their ratio."""
 
 from __future__ import annotations
 
@@ -45,18 +46,20 @@ class RolloutEngines:
 
             self.engine = VLLMEngine(**(options or {}))
 
-    def start(self, model: nn.Module) -> None:
-        """At the start of a fit (a resumed one too): the engine holds the policy as it starts."""
+    def start(self) -> None:
+        """At the start of a fit: the engine is synced before it first generates, so it holds the policy as it
+        starts, restored weights included (under FSDP Lightning restores them after `on_fit_start`)."""
         if self.engine is not None:
-            self.engine.sync(model)
+            self.engine.mark_stale()
 
-    def after_step(self, model: nn.Module) -> None:
-        """Call after each optimizer step: every `sync_every`-th loads the policy's weights into the engine."""
+    def after_step(self) -> None:
+        """Call after each optimizer step: after every `sync_every`-th the policy's weights are loaded into the
+        engine, before it next generates (once, however many updates a rollout batch takes)."""
         if self.engine is None:
             return
         self.updates += 1
         if self.updates % self.sync_every == 0:
-            self.engine.sync(model)
+            self.engine.mark_stale()
 
     @torch.no_grad()
     def logprob_gap(self, model: nn.Module, prompts: list[list[int]], responses: list[list[int]], pad_id: int,

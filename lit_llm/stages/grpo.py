@@ -112,9 +112,10 @@ class GRPOModule(Stage):
         samples_every_n_steps: optimizer steps between two rollout tables.
         sampling_seed: seed of the sampling.
         rollout_engine: "native" (lit_llm's KV-cache sampler on the policy) or "vllm" (a colocated vLLM engine,
-            `lit_llm.rollout.engines.VLLMEngine`, synced with the policy after every `sync_every` optimizer steps).
+            `lit_llm.rollout.engines.VLLMEngine`, reloaded with the policy's weights before it generates once
+            `sync_every` optimizer steps have passed).
         vllm: the vLLM engine's options: gpu_memory_utilization, max_model_len, enforce_eager, sleep, dtype.
-        sync_every: optimizer steps between two weight syncs into the vLLM engine.
+        sync_every: optimizer steps between two weight syncs into the vLLM engine (1: every rollout sees the latest).
         tis_cap: with the vLLM engine, truncated importance sampling: each token's policy-gradient term is weighted
             by min(pi_train / pi_vllm, tis_cap) of the token it sampled (verl's tis_imp_ratio_cap; 2 is usual);
             logged as rollout/tis_weight_mean and rollout/tis_truncated_frac. None: off.
@@ -225,7 +226,7 @@ class GRPOModule(Stage):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self.rewards.to(self.device)
-        self.rollout_engines.start(self.model)
+        self.rollout_engines.start()
 
     @property
     def kl_in_reward(self) -> bool:
@@ -436,7 +437,7 @@ class GRPOModule(Stage):
                     self.clip_grad_norm(optimizer, hp.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                self.rollout_engines.after_step(self.model)
+                self.rollout_engines.after_step()
                 steps += 1
                 if scheduler is not None:
                     scheduler.step()

@@ -93,9 +93,10 @@ class PPOModule(Stage):
         samples_every_n_steps: rollout batches between two sample tables.
         sampling_seed: seed of the sampling and of the minibatch order (with the step and rank, so runs resume exactly).
         rollout_engine: "native" (lit_llm's KV-cache sampler on the policy) or "vllm" (a colocated vLLM engine,
-            `lit_llm.rollout.engines.VLLMEngine`, synced with the policy after every `sync_every` optimizer steps).
+            `lit_llm.rollout.engines.VLLMEngine`, reloaded with the policy's weights before it generates once
+            `sync_every` optimizer steps have passed).
         vllm: the vLLM engine's options: gpu_memory_utilization, max_model_len, enforce_eager, sleep, dtype.
-        sync_every: optimizer steps between two weight syncs into the vLLM engine.
+        sync_every: optimizer steps between two weight syncs into the vLLM engine (1: every rollout sees the latest).
         tis_cap: with the vLLM engine, truncated importance sampling: each token's policy-gradient term is weighted
             by min(pi_train / pi_vllm, tis_cap) of the token it sampled (verl's tis_imp_ratio_cap; 2 is usual);
             logged as rollout/tis_weight_mean and rollout/tis_truncated_frac. None: off.
@@ -245,7 +246,7 @@ class PPOModule(Stage):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self.reward_source.to(self.device)
-        self.rollout_engines.start(self.model)
+        self.rollout_engines.start()
 
     # ---- forward passes ---------------------------------------------------------------------------
 
@@ -396,7 +397,7 @@ class PPOModule(Stage):
                     self.clip_grad_norm(optimizer, hp.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                self.rollout_engines.after_step(self.model)
+                self.rollout_engines.after_step()
                 if scheduler is not None:
                     scheduler.step()
         return {k: torch.tensor(v / max(n, 1)) for k, v in sums.items()}

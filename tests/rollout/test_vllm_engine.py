@@ -158,6 +158,7 @@ def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bu
     recorder = Recorder()
     trainer(tmp_path, max_steps=3, limit_val_batches=0, callbacks=[recorder], log_every_n_steps=1).fit(module, dm)
     assert module.rollout_engines.updates == 3
+    assert shared._stale  # the last update marked it: the next generation syncs first
     gaps = [s["rollout/logprob_diff_max"] for s in recorder.steps if "rollout/logprob_diff_max" in s]
     assert gaps and max(gaps) < 1e-3
     prompts = [bundle.tokenizer.encode(q) for q in QUESTIONS]
@@ -166,10 +167,12 @@ def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bu
         module.model, prompts, seed=0, greedy=True)
 
 
-@pytest.mark.parametrize("stage", ["grpo", "ppo"])
-def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage):
+@pytest.mark.parametrize("stage, fsdp", [("grpo", False), ("ppo", False), ("grpo", True)])
+def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage, fsdp):
     """The engine is built from the restored policy on resume and vLLM seeds every answer itself, so resuming after
-    half the run gives the continuous run's weights."""
+    half the run gives the continuous run's weights; under FSDP too (one CPU rank, a full-state checkpoint)."""
+    from tests.fsdp_cpu import CPUFSDPStrategy
+
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from lit_llm.data.rl_prompts import PromptDataModule
@@ -194,8 +197,9 @@ def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage):
                               val_examples_per_task=2, seed=3)
         # The module's engine is the module-wide one, holding the previous run's weights: fit start syncs it.
         module.rollout_engines.engine = shared
+        extra = {"strategy": CPUFSDPStrategy()} if fsdp else {}
         fit = trainer(tmp_path, max_steps=steps, limit_val_batches=0, callbacks=list(callbacks),
-                      enable_checkpointing=True)
+                      enable_checkpointing=True, **extra)
         fit.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         return module
 
@@ -203,8 +207,13 @@ def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage):
                            every_n_train_steps=steps // 2, save_top_k=-1)
     continuous = run(callbacks=[half])
     resumed = run(ckpt_path=str(tmp_path / "ckpt" / f"s{steps // 2}.ckpt"))
-    for (name, a), b in zip(continuous.model.state_dict().items(), resumed.model.state_dict().values()):
-        torch.testing.assert_close(a, b, msg=name)
+    if fsdp:
+        a, b = _gathered(continuous), _gathered(resumed)
+        assert type(continuous.model).__name__ == "FullyShardedDataParallel"
+    else:
+        a, b = continuous.model, resumed.model
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("stage, cap", [("grpo", 2.0), ("grpo", 0.5), ("ppo", 0.5)])

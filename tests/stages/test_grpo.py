@@ -268,3 +268,20 @@ def test_tis_weights_align_the_engines_log_probs_with_the_answers_tokens() -> No
     assert float(stats["rollout/tis_weight_mean"]) == pytest.approx(1.0)  # (1.5 + 0.5) / 2 covered tokens
     assert float(stats["rollout/tis_truncated_frac"]) == pytest.approx(0.5)
     assert RolloutEngines("native", None, 1).tis_weights(train, engine, mask) == (None, {})
+
+
+def test_the_vllm_engine_is_marked_for_a_sync_at_fit_start_and_every_sync_every_updates() -> None:
+    """The engine reloads the policy before it next generates: at the start of a fit (after any restore) and once
+    `sync_every` optimizer steps have passed; nothing is synced here (vLLM is not needed)."""
+    from lit_llm.stages.engine_sync import RolloutEngines
+
+    engines = RolloutEngines("vllm", None, sync_every=2)
+    assert not engines.engine._stale
+    engines.start()
+    assert engines.engine._stale
+    engines.engine._stale = False  # as a sync leaves it
+    engines.after_step()
+    assert not engines.engine._stale and engines.updates == 1
+    engines.after_step()
+    assert engines.engine._stale and engines.updates == 2
+    RolloutEngines("native", None, 1).after_step()  # no engine: nothing to mark
