@@ -298,9 +298,10 @@ def test_grpo_and_ppo_run_under_fsdp_on_the_vllm_engine(bundle, shared, tmp_path
         plain, prompts, seed=0, greedy=True)
 
 
-def test_two_fsdp_ranks_each_sync_their_own_engine(bundle, tmp_path):
-    """GRPO under FSDP on two CPU processes, an engine on each rank (vLLM's external-launcher mode in the
-    training world): both ranks end with the same policy, and each engine answers as that policy does."""
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_two_ranks_each_sync_their_own_engine(bundle, tmp_path, strategy):
+    """GRPO under FSDP and under DDP on two CPU processes, an engine on each rank (vLLM's external-launcher mode in
+    the training world): both ranks end with the same policy, and each engine answers as that policy does."""
     import json
     import os
     import subprocess
@@ -312,7 +313,8 @@ def test_two_fsdp_ranks_each_sync_their_own_engine(bundle, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(root), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK"):
         env.pop(key, None)  # the in-process runs before set them; this run picks its own port
-    result = subprocess.run([sys.executable, str(root / "tests/rollout/fsdp_vllm_run.py"), str(path), str(tmp_path)],
+    result = subprocess.run([sys.executable, str(root / "tests/rollout/two_ranks_vllm_run.py"), str(path), str(tmp_path),
+                             strategy],
                             capture_output=True, text=True, timeout=600, env=env, cwd=root)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

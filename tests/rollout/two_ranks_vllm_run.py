@@ -1,6 +1,6 @@
-"""GRPO under FSDP on two CPU ranks with the vLLM engine, one engine per rank; run by
-tests/rollout/test_vllm_engine.py as `python tests/rollout/fsdp_vllm_run.py CHECKPOINT OUT_DIR` (Lightning starts
-the second rank by running this script again). Each rank writes what the test checks to OUT_DIR/rank<N>.json."""
+"""GRPO under FSDP or DDP on two CPU ranks with the vLLM engine, one engine per rank; run by
+tests/rollout/test_vllm_engine.py as `python tests/rollout/two_ranks_vllm_run.py CHECKPOINT OUT_DIR fsdp|ddp` (Lightning
+starts the second rank by running this script again). Each rank writes what the test checks to OUT_DIR/rank<N>.json."""
 
 from __future__ import annotations
 
@@ -30,7 +30,20 @@ class Gaps(Callback):
             self.gaps.append(float(trainer.callback_metrics["rollout/logprob_diff_max"]))
 
 
-def main(checkpoint: str, out: Path) -> None:
+def full_policy(module: GRPOModule) -> GPT:
+    """The policy as a plain GPT: under FSDP gathered from both ranks (a collective), under DDP each rank's own."""
+    if type(module.model).__name__ != "FullyShardedDataParallel":
+        return module.model
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    plain = GPT(module.config)
+    with FSDP.summon_full_params(module.model, writeback=False):
+        state = {n.replace("_fsdp_wrapped_module.", ""): p.detach().clone() for n, p in module.model.named_parameters()}
+    plain.load_state_dict(state, strict=False)
+    return plain
+
+
+def main(checkpoint: str, out: Path, strategy: str) -> None:
     torch.set_num_threads(1)
     module = GRPOModule(init_from=checkpoint, reward_functions=[e_share], max_completion_length=8, num_generations=4,
                         learning_rate=1e-2, min_lr=1e-2, eval_generations=0, samples_every_n_steps=1000,
@@ -38,28 +51,24 @@ def main(checkpoint: str, out: Path) -> None:
     dm = PromptDataModule(tokenizer=checkpoint, prompt_style="alpaca", batch_size=2, examples_per_task=10,
                           val_examples_per_task=1, seed=3)
     gaps = Gaps()
-    trainer = Trainer(accelerator="cpu", devices=2, strategy=CPUFSDPStrategy(), max_steps=2, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0, limit_val_batches=0, callbacks=[gaps], log_every_n_steps=1)
+    trainer = Trainer(accelerator="cpu", devices=2, strategy=CPUFSDPStrategy() if strategy == "fsdp" else "ddp",
+                      max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[gaps],
+                      log_every_n_steps=1)  # fmt: skip
     trainer.fit(module, dm)
 
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-    plain = GPT(module.config)
-    with FSDP.summon_full_params(module.model, writeback=False):  # both ranks: a collective
-        state = {n.replace("_fsdp_wrapped_module.", ""): p.detach().clone() for n, p in module.model.named_parameters()}
-    plain.load_state_dict(state, strict=False)
+    plain = full_policy(module).eval()
+    state = plain.state_dict()
     prompts = [module.tokenizer.encode(q) for q in QUESTIONS]
     native = RolloutSampler.for_style(module.tokenizer, None, max_new_tokens=8)
     engine_answers = module.sampler.generate(module.model, prompts, seed=0, greedy=True)
     result = {
         "rank": trainer.global_rank, "world_size": trainer.world_size, "updates": module.rollout_engines.updates,
-        "gaps": gaps.gaps, "engine": engine_answers, "native": native.generate(plain.eval(), prompts, seed=0,
-                                                                              greedy=True),
+        "gaps": gaps.gaps, "engine": engine_answers, "native": native.generate(plain, prompts, seed=0, greedy=True),
         "fingerprint": float(sum(t.double().sum() for t in state.values())),
     }  # fmt: skip
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3])
