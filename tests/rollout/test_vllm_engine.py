@@ -216,25 +216,34 @@ def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage, fs
         torch.testing.assert_close(x, y, msg=lambda m, name=name: f"{name}: {m}")
 
 
+def rl_stage(stage: str, path, engine: VLLMEngine, value_model: str = "head", **options):
+    """A GRPO or PPO module from the checkpoint at `path` generating on `engine` (the module-wide one), one
+    optimizer step per rollout batch, and the prompts these tests train on."""
+    from lit_llm.data.rl_prompts import PromptDataModule
+    from lit_llm.stages import GRPOModule, PPOModule
+    from tests.stages.conftest import e_share
+
+    common = dict(init_from=str(path), learning_rate=1e-2, min_lr=1e-2, samples_every_n_steps=1000,
+                  rollout_engine="vllm", **options)
+    if stage == "grpo":
+        module = GRPOModule(reward_functions=[e_share], max_completion_length=8, num_generations=4, **common)
+    else:
+        module = PPOModule(reward_function=e_share, value_model=value_model, max_new_tokens=8, num_ppo_epochs=1,
+                           **common)
+    module.rollout_engines.engine = engine
+    dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
+                          val_examples_per_task=1, seed=3)
+    return module, dm
+
+
 @pytest.mark.parametrize("stage, cap", [("grpo", 2.0), ("grpo", 0.5), ("ppo", 0.5)])
 def test_truncated_importance_sampling_weights_follow_the_engines_log_probs(bundle, shared, tmp_path, stage, cap):
     """tis_cap: in fp32 the engine's log-probs are the training model's, so every ratio is ~1: with a cap of 2
     the weights are ~1 and none is truncated; with a cap of 0.5 every token is truncated to exactly 0.5."""
-    from lit_llm.data.rl_prompts import PromptDataModule
-    from lit_llm.stages import GRPOModule, PPOModule
-    from tests.stages.conftest import Recorder, e_share, trainer
+    from tests.stages.conftest import Recorder, trainer
 
-    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
-    common = dict(init_from=str(path), learning_rate=1e-2, min_lr=1e-2, eval_generations=0,
-                  samples_every_n_steps=1000, rollout_engine="vllm", tis_cap=cap)
-    if stage == "grpo":
-        module = GRPOModule(reward_functions=[e_share], max_completion_length=8, num_generations=4, **common)
-    else:
-        module = PPOModule(reward_function=e_share, value_model="head", max_new_tokens=8, num_ppo_epochs=1,
-                           **common)
-    module.rollout_engines.engine = shared
-    dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
-                          val_examples_per_task=1, seed=3)
+    module, dm = rl_stage(stage, save_checkpoint(bundle, tmp_path / "base.ckpt"), shared, eval_generations=0,
+                          tis_cap=cap)
     recorder = Recorder()
     trainer(tmp_path, max_steps=2, limit_val_batches=0, callbacks=[recorder], log_every_n_steps=1).fit(module, dm)
     logged = [s for s in recorder.steps if "rollout/tis_weight_mean" in s]
@@ -264,22 +273,11 @@ def test_grpo_and_ppo_run_under_fsdp_on_the_vllm_engine(bundle, shared, tmp_path
     """Under FSDP (one CPU rank) the policy is sharded, generation runs on vLLM, and each sync gathers the
     policy a layer at a time: after training, the engine's greedy answers are those of the gathered policy, and
     the logged log-prob gap is ~0. PPO with a critic (a sharded reward model of its own)."""
-    from lit_llm.data.rl_prompts import PromptDataModule
-    from lit_llm.stages import GRPOModule, PPOModule
     from tests.fsdp_cpu import CPUFSDPStrategy
-    from tests.stages.conftest import Recorder, e_share, trainer
+    from tests.stages.conftest import Recorder, trainer
 
-    path = save_checkpoint(bundle, tmp_path / "base.ckpt")
-    common = dict(init_from=str(path), learning_rate=1e-2, min_lr=1e-2, eval_generations=4,
-                  samples_every_n_steps=1000, rollout_engine="vllm", vllm={"gpu_memory_utilization": 0.1})
-    if stage == "grpo":
-        module = GRPOModule(reward_functions=[e_share], max_completion_length=8, num_generations=4, **common)
-    else:
-        module = PPOModule(reward_function=e_share, value_model="critic", max_new_tokens=8, num_ppo_epochs=1,
-                           **common)
-    module.rollout_engines.engine = shared
-    dm = PromptDataModule(tokenizer=str(path), prompt_style="alpaca", batch_size=4, examples_per_task=10,
-                          val_examples_per_task=1, seed=3)
+    module, dm = rl_stage(stage, save_checkpoint(bundle, tmp_path / "base.ckpt"), shared, value_model="critic",
+                          eval_generations=4)
     recorder = Recorder()
     trainer(tmp_path, max_steps=2, strategy=CPUFSDPStrategy(), callbacks=[recorder], log_every_n_steps=1,
             val_check_interval=2, check_val_every_n_epoch=None).fit(module, dm)
