@@ -167,10 +167,10 @@ def test_a_short_grpo_run_on_the_vllm_engine_keeps_it_in_step_with_the_policy(bu
         module.model, prompts, seed=0, greedy=True)
 
 
-@pytest.mark.parametrize("stage, fsdp", [("grpo", False), ("ppo", False), ("grpo", True)])
+@pytest.mark.parametrize("stage, fsdp", [("grpo", None), ("ppo", None), ("grpo", "full"), ("grpo", "sharded")])
 def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage, fsdp):
     """The engine is built from the restored policy on resume and vLLM seeds every answer itself, so resuming after
-    half the run gives the continuous run's weights; under FSDP too (one CPU rank, a full-state checkpoint)."""
+    half the run gives the continuous run's weights; under FSDP too (one CPU rank, full and sharded checkpoints)."""
     from tests.fsdp_cpu import CPUFSDPStrategy
 
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -197,7 +197,7 @@ def test_grpo_and_ppo_on_vllm_resume_exactly(bundle, shared, tmp_path, stage, fs
                               val_examples_per_task=2, seed=3)
         # The module's engine is the module-wide one, holding the previous run's weights: fit start syncs it.
         module.rollout_engines.engine = shared
-        extra = {"strategy": CPUFSDPStrategy()} if fsdp else {}
+        extra = {"strategy": CPUFSDPStrategy(state_dict_type=fsdp)} if fsdp else {}
         fit = trainer(tmp_path, max_steps=steps, limit_val_batches=0, callbacks=list(callbacks),
                       enable_checkpointing=True, **extra)
         fit.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
