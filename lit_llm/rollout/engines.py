@@ -5,8 +5,9 @@ The vLLM engine is colocated: one `vllm.LLM` per process, built to the policy's 
 generates (the policy's Llama, Qwen2 or GPT-2 layout config in a temporary folder, placeholder weights, no
 tokenizer: prompts go in as token ids), and `sync(model)` loads the policy's current weights into it in place, a
 layer at a time (LoRA adapters merged; under FSDP each layer gathered in turn), without rebuilding it. Both
-engines take the same sampling settings and stop tokens; stop strings are cut by `RolloutSampler` after either. The engine's own log-probs of the tokens it sampled are kept (`last_logprobs`) so a
-stage can compare them with the training model's.
+engines take the same sampling settings and stop tokens; stop strings are cut by `RolloutSampler` after either.
+The engine's own log-probs of the tokens it sampled are kept (`last_logprobs`) so a stage can compare them with the
+training model's.
 """
 
 from __future__ import annotations

@@ -79,9 +79,8 @@ class RolloutEngines:
         ours = response_logps(model, exp["ids"], exp["valid"], exp["P"], model.config.vocab_size,
                               max(temperature, 1e-6))[0]
         model.train(was_training)
-        gaps = [(ours[k, : len(responses[i])].cpu() - torch.tensor(theirs[i][: len(responses[i])])).abs()
-                for k, i in enumerate(rows)]
-        gap = torch.cat(gaps)
+        theirs, covered = aligned([theirs[i] for i in rows], ours)
+        gap = (ours - theirs).abs()[covered & exp["valid"][:, exp["P"] :]]
         return {"rollout/logprob_diff_mean": float(gap.mean()), "rollout/logprob_diff_max": float(gap.max())}
 
     def last_logps(self, count: int) -> list[list[float]]:
@@ -98,10 +97,17 @@ class RolloutEngines:
         against the engine's, and their statistics; else (None, {})."""
         if self.tis_cap is None:
             return None, {}
-        rollout = torch.zeros_like(train_logps, dtype=torch.float32)
-        for i, row in enumerate(engine_logps):
-            n = min(len(row), rollout.size(1))
-            rollout[i, :n] = torch.tensor(row[:n], dtype=torch.float32)
-        covered = torch.tensor([[t < len(row) for t in range(rollout.size(1))] for row in engine_logps],
-                               dtype=torch.bool, device=train_logps.device).reshape(rollout.shape)
-        return truncated_is_weights(train_logps, rollout.to(train_logps.device), mask & covered, self.tis_cap)
+        rollout, covered = aligned(engine_logps, train_logps)
+        return truncated_is_weights(train_logps, rollout, mask & covered, self.tis_cap)
+
+
+def aligned(engine_logps: list[list[float]], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The engine's per-answer log-probs as a (B, R) float tensor beside `like` (the training model's, response
+    token t in column t), and where they exist (an answer's engine row may be shorter, or empty)."""
+    values = torch.zeros(like.shape, dtype=torch.float32)
+    for i, row in enumerate(engine_logps):
+        n = min(len(row), values.size(1))
+        values[i, :n] = torch.tensor(row[:n], dtype=torch.float32)
+    lengths = torch.tensor([len(row) for row in engine_logps], dtype=torch.long)
+    covered = torch.arange(values.size(1))[None, :] < lengths[:, None]
+    return values.to(like.device), covered.to(like.device)
